@@ -1,0 +1,42 @@
+# Two commands do all set-up on a fresh clone: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+EXPERIMENT ?= experiments/05-final.toml
+
+.PHONY: run test lint format fetch bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP) install --quiet -c constraints.txt -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+fetch: $(VENV)/.installed
+	$(BIN)/mnistlab data fetch
+
+run: fetch
+	$(BIN)/mnistlab train $(EXPERIMENT)
+
+test: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mnistlab data fetch
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: fetch
+	$(BIN)/mnistlab bench seed
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info

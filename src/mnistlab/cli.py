@@ -1,0 +1,251 @@
+"""The `mnistlab` command: a thin argparse layer over the library modules.
+
+Each subcommand's handler imports what it needs, so `mnistlab --help` stays fast.
+A MnistlabError becomes one line on stderr and exit status 1; anything else is a bug.
+"""
+
+import argparse
+import sys
+
+from mnistlab.errors import MnistlabError
+
+
+def add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="data root holding MNIST/raw/ (default: $MNISTLAB_DATA or ~/.cache/mnistlab)",
+    )
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    from mnistlab import fetch
+
+    fetch.fetch(args.dataset, root=args.data_dir, source_dir=args.source, verify=not args.no_verify)
+    return 0
+
+
+def cmd_data_verify(args: argparse.Namespace) -> int:
+    from mnistlab import fetch
+
+    fetch.verify(args.dataset, root=args.data_dir)
+    return 0
+
+
+def cmd_data_info(args: argparse.Namespace) -> int:
+    from mnistlab import fetch
+
+    fetch.info(args.dataset, root=args.data_dir)
+    return 0
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from mnistlab.summary import print_models
+
+    print_models()
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from mnistlab.summary import print_summary
+
+    shape = tuple(int(v) for v in args.input.split(","))
+    print_summary(args.model, shape, args.format)
+    return 0
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mnistlab.train import train_from_cli
+
+    train_from_cli(args)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from mnistlab.evaluate import evaluate_from_cli
+
+    evaluate_from_cli(args)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from mnistlab.bench import bench_from_cli
+
+    bench_from_cli(args)
+    return 0
+
+
+# ----------------------------------------------------------------------------- results
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from mnistlab.compare import compare_from_cli
+
+    compare_from_cli(args)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from mnistlab.report import report_from_cli
+
+    report_from_cli(args)
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from mnistlab.report import plot_from_cli
+
+    plot_from_cli(args)
+    return 0
+
+
+# ----------------------------------------------------------------------------- use
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from mnistlab.predict import predict_from_cli
+
+    return predict_from_cli(args)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from mnistlab.export import export_from_cli
+
+    export_from_cli(args)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mnistlab",
+        description="Design, train, inspect and ship compact CNNs on MNIST-style digits.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    # data
+    data = sub.add_parser("data", help="fetch, verify and describe datasets")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    p = data_sub.add_parser("fetch", help="fetch the dataset's four IDX files if missing")
+    p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"])
+    p.add_argument("--from", dest="source", default=None, metavar="DIR", help="copy from a folder first")
+    p.add_argument("--no-verify", action="store_true", help="skip SHA-256 checks (custom data)")
+    add_data_dir(p)
+    p.set_defaults(handler=cmd_data_fetch)
+    p = data_sub.add_parser("verify", help="check the files' SHA-256 digests")
+    p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"])
+    add_data_dir(p)
+    p.set_defaults(handler=cmd_data_verify)
+    p = data_sub.add_parser("info", help="sizes, class counts, pixel mean/std")
+    p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"])
+    add_data_dir(p)
+    p.set_defaults(handler=cmd_data_info)
+
+    # models
+    p = sub.add_parser("models", help="list registered models with parameter counts")
+    p.set_defaults(handler=cmd_models)
+    p = sub.add_parser("summary", help="per-layer shapes, params, receptive field, jump, MACs")
+    p.add_argument("model")
+    p.add_argument("--input", default="1,28,28", help="input shape C,H,W (default 1,28,28)")
+    p.add_argument("--format", default="table", choices=["table", "json"])
+    p.set_defaults(handler=cmd_summary)
+
+    # train
+    p = sub.add_parser("train", help="train an experiment (TOML) or a model by name")
+    p.add_argument("experiment", nargs="?", default=None, help="experiment TOML file")
+    p.add_argument("--model", default=None, help="registered model name (overrides the file)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--val-size", type=int, default=None, help="hold out N training images")
+    p.add_argument("--limit-train", type=int, default=None, help="use only the first N train images")
+    p.add_argument("--limit-test", type=int, default=None, help="use only the first N test images")
+    p.add_argument("--out", default=None, help="run directory (default runs/<name>-<timestamp>)")
+    p.add_argument("--resume", default=None, metavar="RUNDIR", help="continue a stopped run")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_device(p)
+    add_data_dir(p)
+    p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("evaluate", help="test metrics of a run directory or checkpoint")
+    p.add_argument("target", metavar="RUNDIR_OR_CHECKPOINT")
+    p.add_argument("--format", default="text", choices=["text", "json"])
+    p.add_argument("--batch-size", type=int, default=1000)
+    add_device(p)
+    add_data_dir(p)
+    p.set_defaults(handler=cmd_evaluate)
+
+    p = sub.add_parser("bench", help="this trainer against the notebook's loop, interleaved")
+    p.add_argument("model", nargs="?", default="seed")
+    p.add_argument("--batches", type=int, default=50, help="batches per timed round")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of each loop")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", default=None, help="also write the result as JSON here")
+    add_device(p)
+    add_data_dir(p)
+    p.set_defaults(handler=cmd_bench)
+
+    # results
+    p = sub.add_parser("compare", help="one row per run: params, RF, accuracy, gap, speed")
+    p.add_argument("runs", nargs="+", metavar="RUNDIR")
+    p.add_argument("--format", default="text", choices=["text", "markdown", "json"])
+    p.add_argument("--out", default=None, help="write the table to this file")
+    p.set_defaults(handler=cmd_compare)
+
+    p = sub.add_parser("report", help="Markdown report with figures from run directories")
+    p.add_argument("runs", nargs="+", metavar="RUNDIR")
+    p.add_argument("--out", default="reports", help="output folder (default reports/)")
+    p.set_defaults(handler=cmd_report)
+
+    p = sub.add_parser("plot", help="accuracy and loss curves of one run (PNG)")
+    p.add_argument("run", metavar="RUNDIR")
+    p.add_argument("--out", default=None, help="PNG path (default RUNDIR/curves.png)")
+    p.set_defaults(handler=cmd_plot)
+
+    # use
+    p = sub.add_parser("predict", help="predict digits in image files")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--checkpoint", default=None, help="run dir or weights (default: shipped model)")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    p.add_argument("--show-preprocessed", default=None, metavar="DIR")
+    p.add_argument("--no-preprocess", action="store_true", help="feed 28x28 images as they are")
+    add_device(p)
+    p.set_defaults(handler=cmd_predict)
+
+    p = sub.add_parser("export", help="export a model to ONNX or TorchScript")
+    p.add_argument("--checkpoint", default=None, help="run dir or weights (default: shipped model)")
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=cmd_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except MnistlabError as e:
+        print(f"mnistlab: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("mnistlab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

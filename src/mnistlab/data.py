@@ -1,0 +1,239 @@
+"""MNIST-style data as plain tensors: IDX parsing, the on-disk layout, and an in-memory loader.
+
+Files live in torchvision's layout, ``<root>/MNIST/raw/`` and ``<root>/FashionMNIST/raw/``, raw
+or gzipped, so an existing torchvision cache works as a data directory.
+"""
+
+import gzip
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mnistlab.errors import MnistlabError
+
+IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
+LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    dirname: str  # torchvision's folder name under the data root
+    mean: float  # training-set pixel mean after /255
+    std: float
+    classes: tuple[str, ...]
+    sha256: dict[str, str]  # raw (decompressed) file name -> SHA-256
+
+
+MNIST = DatasetSpec(
+    name="mnist",
+    dirname="MNIST",
+    mean=0.1307,
+    std=0.3081,
+    classes=tuple(str(d) for d in range(10)),
+    sha256={
+        "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    },
+)
+
+FASHION_MNIST = DatasetSpec(
+    name="fashion-mnist",
+    dirname="FashionMNIST",
+    mean=0.2860,
+    std=0.3530,
+    classes=(
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ),
+    sha256={
+        "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+    },
+)
+
+DATASETS = {spec.name: spec for spec in (MNIST, FASHION_MNIST)}
+
+
+def get_spec(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise MnistlabError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def split_files(train: bool) -> tuple[str, str]:
+    """Raw file names (images, labels) of a split."""
+    prefix = "train" if train else "t10k"
+    return f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
+
+
+def data_root(data_dir: str | os.PathLike | None = None) -> Path:
+    """The data root: --data-dir, else $MNISTLAB_DATA, else ~/.cache/mnistlab."""
+    if data_dir:
+        return Path(data_dir).expanduser()
+    if os.environ.get("MNISTLAB_DATA"):
+        return Path(os.environ["MNISTLAB_DATA"]).expanduser()
+    return Path.home() / ".cache" / "mnistlab"
+
+
+def raw_dir(spec: DatasetSpec, root: Path) -> Path:
+    return root / spec.dirname / "raw"
+
+
+def find_file(directory: Path, name: str) -> Path | None:
+    """The raw file or its .gz twin in a directory, raw first."""
+    for candidate in (directory / name, directory / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_bytes(path: Path) -> bytes:
+    """A file's bytes, decompressed when it ends in .gz."""
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        return path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise MnistlabError(f"{path}: cannot read ({e}); delete it and run `mnistlab data fetch`")
+
+
+def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
+    """Parse an IDX file of unsigned bytes (magic 2049 labels or 2051 images), checking lengths."""
+    if len(data) < 8:
+        raise MnistlabError(f"{source}: too short for an IDX header ({len(data)} bytes)")
+    magic = int.from_bytes(data[0:4], "big")
+    if magic not in (IMAGES_MAGIC, LABELS_MAGIC):
+        raise MnistlabError(
+            f"{source}: wrong magic number {magic:#010x} (expected 0x00000803 for images or "
+            "0x00000801 for labels); not an MNIST IDX file"
+        )
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise MnistlabError(f"{source}: truncated IDX header")
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = header + int(np.prod(shape))
+    if len(data) != expected:
+        what = "truncated" if len(data) < expected else "has trailing bytes"
+        raise MnistlabError(
+            f"{source}: {what}: {len(data)} bytes, header {shape} needs {expected}; "
+            "delete it and run `mnistlab data fetch`"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    return parse_idx(read_bytes(path), str(path))
+
+
+def load_split(
+    dataset: str = "mnist", train: bool = True, root: Path | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One split as (uint8 images [N, 28, 28], int64 labels [N]) on the CPU."""
+    spec = get_spec(dataset)
+    directory = raw_dir(spec, data_root(root))
+    arrays = []
+    for name in split_files(train):
+        path = find_file(directory, name)
+        if path is None:
+            flag = "" if spec is MNIST else f" --dataset {spec.name}"
+            raise MnistlabError(
+                f"{directory / name}: missing; run `mnistlab data fetch{flag}` "
+                "(or pass --data-dir to a folder that has it)"
+            )
+        arrays.append(read_idx(path))
+    images, labels = arrays
+    if images.ndim != 3 or labels.ndim != 1:
+        raise MnistlabError(f"{directory}: image/label files are swapped or malformed")
+    if len(images) != len(labels):
+        raise MnistlabError(
+            f"{directory}: {len(images)} images but {len(labels)} labels; "
+            "the files belong to different sets, fetch them again"
+        )
+    return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
+
+
+def split_validation(
+    images: torch.Tensor, labels: torch.Tensor, val_size: int, seed: int = 0
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """Hold out `val_size` training images, chosen with a fixed seed: (train, val)."""
+    if not 0 <= val_size < len(images):
+        raise MnistlabError(f"val_size must be between 0 and {len(images) - 1}, got {val_size}")
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    val, train = order[:val_size], order[val_size:]
+    return (images[train], labels[train]), (images[val], labels[val])
+
+
+class Loader:
+    """Batches of a whole split held as one uint8 tensor on the device.
+
+    Normalises to float32 on the fly, shuffles with a generator seeded by (seed, epoch) so an
+    epoch's order never depends on what ran before it (which makes resume exact), and does
+    no per-sample Python work.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        *,
+        mean: float,
+        std: float,
+        shuffle: bool = False,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+        augment=None,
+        channels_last: bool = False,
+    ) -> None:
+        self.images = images.to(device)
+        self.labels = labels.to(device)
+        self.batch_size = batch_size
+        self.mean, self.std = mean, std
+        self.shuffle, self.seed = shuffle, seed
+        self.device = torch.device(device)
+        self.augment = augment
+        self.channels_last = channels_last
+
+    def __len__(self) -> int:
+        return -(-len(self.images) // self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.images)
+
+    def batches(self, epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.images)
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        order = order.to(self.device)
+        for start in range(0, n, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            x = self.images[idx].unsqueeze(1).float().div_(255)
+            if self.augment is not None:
+                x = self.augment(x, generator)
+            x = x.sub_(self.mean).div_(self.std)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, self.labels[idx]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.batches(0)

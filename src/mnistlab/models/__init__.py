@@ -1,0 +1,38 @@
+"""Model registry: models are registered by name and built by name (as in timm)."""
+
+from collections.abc import Callable
+
+from torch import nn
+
+from mnistlab.errors import MnistlabError
+
+_MODELS: dict[str, Callable[[], nn.Module]] = {}
+
+
+def register_model(fn: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
+    """Decorator: register a zero-argument model constructor under its function name."""
+    if fn.__name__ in _MODELS:
+        raise ValueError(f"model {fn.__name__!r} is registered twice")
+    _MODELS[fn.__name__] = fn
+    return fn
+
+
+def list_models() -> list[str]:
+    """Names of all registered models, in registration order."""
+    return list(_MODELS)
+
+
+def create_model(name: str) -> nn.Module:
+    """Build a registered model by name."""
+    if name not in _MODELS:
+        known = ", ".join(_MODELS)
+        raise MnistlabError(f"unknown model {name!r}; registered models: {known}")
+    return _MODELS[name]()
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# Importing the families registers their models.
+from mnistlab.models import compact, seed  # noqa: E402, F401

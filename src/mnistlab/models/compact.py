@@ -1,0 +1,1 @@
+"""Compact models of the drill-down (filled by the drill-down experiments)."""
