@@ -57,10 +57,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from mnistlab.summary import print_summary
+    from mnistlab.summary import parse_shape, print_summary
 
-    shape = tuple(int(v) for v in args.input.split(","))
-    print_summary(args.model, shape, args.format)
+    print_summary(args.model, parse_shape(args.input), args.format)
     return 0
 
 
