@@ -1,1 +1,98 @@
-"""Compact models of the drill-down (filled by the drill-down experiments)."""
+"""Compact models of the drill-down, from the seed's 258,602 parameters to under 8,000.
+
+Each model is one step of experiments/0N-*.toml; the experiment file says why the step was
+taken and what its run showed. All are plain chains of convolutions (no Linear layer), so
+`mnistlab summary` computes their receptive field layer by layer.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mnistlab.models import register_model
+
+
+def conv_block(
+    cin: int, cout: int, kernel: int = 3, padding: int = 0, bn: bool = True, dropout: float = 0.0
+) -> nn.Sequential:
+    """Conv -> ReLU -> BatchNorm -> Dropout; the bias is dropped when BN follows (BN has one)."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, kernel, padding=padding, bias=not bn),
+        nn.ReLU(),
+    ]
+    if bn:
+        layers.append(nn.BatchNorm2d(cout))
+    if dropout:
+        layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+class Chain(nn.Module):
+    """A feature chain ending in 10 channels, flattened to log-probabilities."""
+
+    def __init__(self, *layers: nn.Module) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(self.layers(x).flatten(1), dim=1)
+
+
+@register_model
+def skeleton() -> nn.Module:
+    """Step 1: the seed's shape, ~13k params, no BN; a 5x5 head kernel takes RF to 28."""
+    return Chain(
+        conv_block(1, 8, bn=False),  # 26x26, RF 3
+        conv_block(8, 16, bn=False),  # 24x24, RF 5
+        conv_block(16, 16, bn=False),  # 22x22, RF 7
+        nn.MaxPool2d(2, 2),  # 11x11, RF 8, jump 2
+        conv_block(16, 8, kernel=1, bn=False),  # squeeze channels before expanding again
+        conv_block(8, 16, bn=False),  # 9x9, RF 12
+        conv_block(16, 16, bn=False),  # 7x7, RF 16
+        conv_block(16, 16, bn=False),  # 5x5, RF 20
+        nn.Conv2d(16, 10, 5),  # 1x1, RF 28
+    )
+
+
+@register_model
+def skeleton_bn() -> nn.Module:
+    """Step 2: the skeleton with batch normalisation after every hidden convolution."""
+    return Chain(
+        conv_block(1, 8),
+        conv_block(8, 16),
+        conv_block(16, 16),
+        nn.MaxPool2d(2, 2),
+        conv_block(16, 8, kernel=1),
+        conv_block(8, 16),
+        conv_block(16, 16),
+        conv_block(16, 16),
+        nn.Conv2d(16, 10, 5),
+    )
+
+
+def _gap_net(width: tuple[int, int, int, int, int, int], dropout: float) -> nn.Module:
+    """Two 3x3 convs, pool, 1x1 squeeze, three 3x3 convs, global average pool, 1x1 head."""
+    c1, c2, t, c3, c4, c5 = width
+    return Chain(
+        conv_block(1, c1, dropout=dropout),  # 26x26, RF 3
+        conv_block(c1, c2, dropout=dropout),  # 24x24, RF 5
+        nn.MaxPool2d(2, 2),  # 12x12, RF 6, jump 2
+        conv_block(c2, t, kernel=1, dropout=dropout),  # squeeze
+        conv_block(t, c3, dropout=dropout),  # 10x10, RF 10
+        conv_block(c3, c4, dropout=dropout),  # 8x8, RF 14
+        conv_block(c4, c5, dropout=dropout),  # 6x6, RF 18
+        nn.AdaptiveAvgPool2d(1),  # 1x1, RF 28: the average sees the whole 6x6 map
+        nn.Conv2d(c5, 10, 1, bias=False),
+    )
+
+
+@register_model
+def gap_dropout() -> nn.Module:
+    """Step 3: GAP instead of the 5x5 head kernel, dropout 0.05; ~6.6k params."""
+    return _gap_net((8, 16, 8, 12, 16, 16), dropout=0.05)
+
+
+@register_model
+def gap_wide() -> nn.Module:
+    """Steps 4-5: capacity moved to the early layers where the RF is small; < 8k params."""
+    return _gap_net((10, 16, 10, 14, 16, 16), dropout=0.0)

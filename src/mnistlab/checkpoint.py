@@ -1,0 +1,126 @@
+"""Run files on disk: atomic writes, training checkpoints and final model weights.
+
+A run directory holds:
+  config.toml       the resolved experiment
+  run.json          model facts (params, MACs, RF), device, torch version, finished flag
+  metrics.jsonl     one JSON object per epoch
+  checkpoint.pt     training state after the last finished epoch (for --resume)
+  model.pt          final weights with their config and test accuracy
+  predictions.npz   test-set label, predicted label and confidence per image
+"""
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mnistlab.errors import MnistlabError
+
+CHECKPOINT_FORMAT = "mnistlab-checkpoint"
+MODEL_FORMAT = "mnistlab-model"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def save_torch(obj: Any, path: Path) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_torch(path: Path, expected_format: str | None = None) -> dict[str, Any]:
+    """Load a file this project wrote; a truncated or foreign file is a MnistlabError."""
+    path = Path(path)
+    if not path.is_file():
+        raise MnistlabError(f"{path}: no such checkpoint file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for damaged files
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise MnistlabError(
+            f"{path}: not a readable checkpoint ({reason}); it may be truncated"
+        ) from None
+    if not isinstance(obj, dict) or obj.get("format") not in (CHECKPOINT_FORMAT, MODEL_FORMAT):
+        raise MnistlabError(f"{path}: not an mnistlab checkpoint or model file")
+    if expected_format and obj["format"] != expected_format:
+        raise MnistlabError(f"{path}: is a {obj['format']} file, expected {expected_format}")
+    return obj
+
+
+def model_file(target: str | Path) -> Path:
+    """The weights behind a run directory (model.pt, else checkpoint.pt) or a file path."""
+    target = Path(target)
+    if target.is_dir():
+        for name in ("model.pt", "checkpoint.pt"):
+            if (target / name).is_file():
+                return target / name
+        raise MnistlabError(f"{target}: run directory has no model.pt or checkpoint.pt")
+    return target
+
+
+def load_model(target: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a trained model from a run directory, model.pt or checkpoint.pt.
+
+    Returns the model in eval mode on the CPU and the file's metadata (config, test_acc, ...).
+    """
+    from mnistlab.models import create_model
+
+    path = model_file(target)
+    obj = load_torch(path)
+    name = obj.get("model_name")
+    model = create_model(name)
+    try:
+        model.load_state_dict(obj["model_state"])
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise MnistlabError(
+            f"{path}: weights do not fit model {name!r} ({first}); "
+            "the file was written for another architecture"
+        ) from None
+    model.eval()
+    meta = {k: v for k, v in obj.items() if k not in ("model_state", "optimizer_state")}
+    return model, meta
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise MnistlabError(f"{path}: cannot read JSON ({e})") from None
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The per-epoch records of a run; a damaged last line (killed mid-write) is dropped."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise MnistlabError(f"{run_dir}: no metrics.jsonl; is this a run directory?")
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise MnistlabError(f"{path}:{number}: not a JSON line; the file is damaged") from None
+    return records

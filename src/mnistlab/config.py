@@ -1,0 +1,234 @@
+"""Experiments as plain data: TOML files mapped onto dataclasses, every key and value checked.
+
+An experiment file names a model, a dataset and a recipe; CLI flags override it. Unknown keys
+and bad values are errors that name the key, so a typo never silently trains the wrong thing.
+"""
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mnistlab.errors import MnistlabError
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULERS = ("none", "step", "onecycle", "cosine")
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9  # SGD only
+    nesterov: bool = False  # SGD only
+    weight_decay: float = 0.0
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = "none"
+    step_size: int = 5  # step: epochs between decays
+    gamma: float = 0.1  # step: decay factor
+    max_lr: float = 0.1  # onecycle: peak learning rate
+    pct_start: float = 0.3  # onecycle: fraction of steps spent warming up
+    div_factor: float = 25.0  # onecycle: initial lr = max_lr / div_factor
+    final_div_factor: float = 1e4  # onecycle: final lr = initial lr / final_div_factor
+    min_lr: float = 0.0  # cosine: floor
+
+
+@dataclass
+class AugmentConfig:
+    """Per-sample random affine transform and erasing; all zero means no augmentation."""
+
+    rotation: float = 0.0  # max degrees either way
+    translate: float = 0.0  # max shift as a fraction of the image size
+    scale: float = 0.0  # max relative zoom either way (0.1 -> 0.9..1.1)
+    shear: float = 0.0  # max degrees either way
+    erasing: float = 0.0  # probability of erasing one random rectangle
+
+    @property
+    def enabled(self) -> bool:
+        return any(v > 0 for v in dataclasses.astuple(self))
+
+
+@dataclass
+class ExpectConfig:
+    """What the experiment declares about its model; tests check the model matches."""
+
+    params: int = 0
+    rf: int = 0
+
+
+@dataclass
+class Config:
+    name: str = "experiment"
+    model: str = "seed"
+    dataset: str = "mnist"
+    epochs: int = 15
+    batch_size: int = 64
+    test_batch_size: int = 1000
+    seed: int = 1
+    val_size: int = 0
+    limit_train: int = 0  # 0: the whole split
+    limit_test: int = 0
+    channels_last: bool = True
+    label_smoothing: float = 0.0
+    target: str = ""
+    analysis: str = ""
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    expect: ExpectConfig = field(default_factory=ExpectConfig)
+
+
+def _build(cls: type, data: dict[str, Any], where: str, prefix: str = "") -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if key not in fields:
+            raise MnistlabError(f"{where}: unknown key {path!r}; known keys: {', '.join(fields)}")
+        default = (
+            fields[key].default_factory()
+            if fields[key].default is dataclasses.MISSING
+            else fields[key].default
+        )
+        if dataclasses.is_dataclass(default):
+            if not isinstance(value, dict):
+                raise MnistlabError(f"{where}: {path} must be a table ([{path}])")
+            values[key] = _build(type(default), value, where, f"{path}.")
+        else:
+            values[key] = _coerce(value, type(default), where, path)
+    return cls(**values)
+
+
+def _coerce(value: Any, kind: type, where: str, path: str) -> Any:
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is bool and not isinstance(value, bool):
+        raise MnistlabError(f"{where}: {path} must be true or false, got {value!r}")
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise MnistlabError(f"{where}: {path} must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def validate(cfg: Config, where: str) -> Config:
+    """Range checks that types alone cannot express."""
+
+    def need(ok: bool, path: str, rule: str, value: Any) -> None:
+        if not ok:
+            raise MnistlabError(f"{where}: {path} {rule}, got {value!r}")
+
+    from mnistlab.data import DATASETS
+    from mnistlab.models import list_models
+
+    need(
+        cfg.model in list_models(), "model", f"must be one of {', '.join(list_models())}", cfg.model
+    )
+    need(cfg.dataset in DATASETS, "dataset", f"must be one of {', '.join(DATASETS)}", cfg.dataset)
+    need(cfg.epochs >= 1, "epochs", "must be >= 1", cfg.epochs)
+    need(cfg.batch_size >= 1, "batch_size", "must be >= 1", cfg.batch_size)
+    need(cfg.test_batch_size >= 1, "test_batch_size", "must be >= 1", cfg.test_batch_size)
+    need(cfg.val_size >= 0, "val_size", "must be >= 0", cfg.val_size)
+    need(cfg.limit_train >= 0, "limit_train", "must be >= 0", cfg.limit_train)
+    need(cfg.limit_test >= 0, "limit_test", "must be >= 0", cfg.limit_test)
+    need(0 <= cfg.label_smoothing < 1, "label_smoothing", "must be in [0, 1)", cfg.label_smoothing)
+    opt, sched, aug = cfg.optimizer, cfg.scheduler, cfg.augment
+    need(
+        opt.name in OPTIMIZERS,
+        "optimizer.name",
+        f"must be one of {', '.join(OPTIMIZERS)}",
+        opt.name,
+    )
+    need(opt.lr > 0, "optimizer.lr", "must be > 0", opt.lr)
+    need(0 <= opt.momentum < 1, "optimizer.momentum", "must be in [0, 1)", opt.momentum)
+    need(opt.weight_decay >= 0, "optimizer.weight_decay", "must be >= 0", opt.weight_decay)
+    need(
+        not opt.nesterov or opt.momentum > 0,
+        "optimizer.nesterov",
+        "needs momentum > 0",
+        opt.nesterov,
+    )
+    need(
+        sched.name in SCHEDULERS,
+        "scheduler.name",
+        f"must be one of {', '.join(SCHEDULERS)}",
+        sched.name,
+    )
+    need(sched.step_size >= 1, "scheduler.step_size", "must be >= 1", sched.step_size)
+    need(0 < sched.gamma <= 1, "scheduler.gamma", "must be in (0, 1]", sched.gamma)
+    need(sched.max_lr > 0, "scheduler.max_lr", "must be > 0", sched.max_lr)
+    need(0 < sched.pct_start < 1, "scheduler.pct_start", "must be in (0, 1)", sched.pct_start)
+    need(sched.div_factor >= 1, "scheduler.div_factor", "must be >= 1", sched.div_factor)
+    need(
+        sched.final_div_factor >= 1,
+        "scheduler.final_div_factor",
+        "must be >= 1",
+        sched.final_div_factor,
+    )
+    need(sched.min_lr >= 0, "scheduler.min_lr", "must be >= 0", sched.min_lr)
+    need(0 <= aug.rotation <= 180, "augment.rotation", "must be in [0, 180] degrees", aug.rotation)
+    need(0 <= aug.translate < 1, "augment.translate", "must be in [0, 1)", aug.translate)
+    need(0 <= aug.scale < 1, "augment.scale", "must be in [0, 1)", aug.scale)
+    need(0 <= aug.shear < 90, "augment.shear", "must be in [0, 90) degrees", aug.shear)
+    need(0 <= aug.erasing <= 1, "augment.erasing", "must be in [0, 1]", aug.erasing)
+    return cfg
+
+
+def from_dict(data: dict[str, Any], where: str = "config") -> Config:
+    return validate(_build(Config, data, where), where)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and check an experiment file; the file's stem is the default name."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise MnistlabError(f"{path}: cannot read experiment file ({e.strerror})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise MnistlabError(f"{path}: not valid TOML ({e})") from None
+    data.setdefault("name", path.stem)
+    return from_dict(data, str(path))
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def override(cfg: Config, where: str = "command line", **changes: Any) -> Config:
+    """A copy with dotted keys changed ('optimizer.lr'); None values are ignored."""
+    data = to_dict(cfg)
+    for key, value in changes.items():
+        if value is None:
+            continue
+        *tables, leaf = key.split(".")
+        node = data
+        for table in tables:
+            node = node[table]
+        node[leaf] = value
+    return from_dict(data, where)
+
+
+def dumps_toml(data: dict[str, Any]) -> str:
+    """TOML text for a config dict: scalars first, then one table per nested dict."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for key, table in data.items():
+        if isinstance(table, dict):
+            lines += ["", f"[{key}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        if "\n" in value:
+            return '"""\n' + value.replace("\\", "\\\\").replace('"""', '\\"""') + '"""'
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
