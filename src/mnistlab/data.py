@@ -6,7 +6,8 @@ or gzipped, so an existing torchvision cache works as a data directory.
 
 import gzip
 import os
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,13 @@ from mnistlab.errors import MnistlabError
 
 IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
+RAW_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+REFETCH = "delete it and run `mnistlab data fetch`"
 
 
 @dataclass(frozen=True)
@@ -35,12 +43,18 @@ MNIST = DatasetSpec(
     mean=0.1307,
     std=0.3081,
     classes=tuple(str(d) for d in range(10)),
-    sha256={
-        "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-        "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-        "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-        "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-    },
+    sha256=dict(
+        zip(
+            RAW_FILES,
+            (
+                "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+                "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+                "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+                "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+            ),
+            strict=True,
+        )
+    ),
 )
 
 FASHION_MNIST = DatasetSpec(
@@ -60,12 +74,18 @@ FASHION_MNIST = DatasetSpec(
         "Bag",
         "Ankle boot",
     ),
-    sha256={
-        "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-        "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-        "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-        "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-    },
+    sha256=dict(
+        zip(
+            RAW_FILES,
+            (
+                "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+                "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+                "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+                "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+            ),
+            strict=True,
+        )
+    ),
 )
 
 DATASETS = {spec.name: spec for spec in (MNIST, FASHION_MNIST)}
@@ -75,6 +95,16 @@ def get_spec(name: str) -> DatasetSpec:
     if name not in DATASETS:
         raise MnistlabError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
     return DATASETS[name]
+
+
+def fetch_command(spec: DatasetSpec, root: str | os.PathLike | None = None) -> str:
+    """The command that fetches a dataset, as users should type it."""
+    command = "mnistlab data fetch"
+    if spec.name != MNIST.name:
+        command += f" --dataset {spec.name}"
+    if root:
+        command += f" --data-dir {root}"
+    return command
 
 
 def split_files(train: bool) -> tuple[str, str]:
@@ -111,32 +141,36 @@ def read_bytes(path: Path) -> bytes:
             with gzip.open(path, "rb") as f:
                 return f.read()
         return path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise MnistlabError(f"{path}: cannot read ({e}); delete it and run `mnistlab data fetch`")
+    except (OSError, EOFError, zlib.error) as e:
+        raise MnistlabError(f"{path}: cannot read ({e}); {REFETCH}") from None
 
 
-def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
-    """Parse an IDX file of unsigned bytes (magic 2049 labels or 2051 images), checking lengths."""
+def parse_idx(data: bytes, source: str = "<bytes>", fix: str = REFETCH) -> np.ndarray:
+    """Parse an IDX file of unsigned bytes (magic 2049 labels or 2051 images), checking lengths.
+
+    A malformed file raises MnistlabError("<source>: <problem>; <fix>").
+    """
+
+    def bad(problem: str) -> MnistlabError:
+        return MnistlabError(f"{source}: {problem}; {fix}" if fix else f"{source}: {problem}")
+
     if len(data) < 8:
-        raise MnistlabError(f"{source}: too short for an IDX header ({len(data)} bytes)")
+        raise bad(f"truncated: {len(data)} bytes, too short for an IDX header")
     magic = int.from_bytes(data[0:4], "big")
     if magic not in (IMAGES_MAGIC, LABELS_MAGIC):
-        raise MnistlabError(
-            f"{source}: wrong magic number {magic:#010x} (expected 0x00000803 for images or "
-            "0x00000801 for labels); not an MNIST IDX file"
+        raise bad(
+            f"wrong magic number {magic:#010x} (expected 0x00000803 for images or "
+            "0x00000801 for labels), not an MNIST IDX file"
         )
     ndim = magic & 0xFF
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise MnistlabError(f"{source}: truncated IDX header")
+        raise bad(f"truncated: {len(data)} bytes, the IDX header needs {header}")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = header + int(np.prod(shape))
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "has trailing bytes"
-        raise MnistlabError(
-            f"{source}: {what}: {len(data)} bytes, header {shape} needs {expected}; "
-            "delete it and run `mnistlab data fetch`"
-        )
+        raise bad(f"{what}: {len(data)} bytes, header {shape} needs {expected}")
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 
@@ -150,23 +184,29 @@ def load_split(
     """One split as (uint8 images [N, 28, 28], int64 labels [N]) on the CPU."""
     spec = get_spec(dataset)
     directory = raw_dir(spec, data_root(root))
-    arrays = []
+    paths = []
     for name in split_files(train):
         path = find_file(directory, name)
         if path is None:
-            flag = "" if spec is MNIST else f" --dataset {spec.name}"
             raise MnistlabError(
-                f"{directory / name}: missing; run `mnistlab data fetch{flag}` "
+                f"{directory / name}: missing; run `{fetch_command(spec, root)}` "
                 "(or pass --data-dir to a folder that has it)"
             )
-        arrays.append(read_idx(path))
-    images, labels = arrays
-    if images.ndim != 3 or labels.ndim != 1:
-        raise MnistlabError(f"{directory}: image/label files are swapped or malformed")
+        paths.append(path)
+    images, labels = (read_idx(path) for path in paths)
+    for path, array, ndim, what in (
+        (paths[0], images, 3, "images"),
+        (paths[1], labels, 1, "labels"),
+    ):
+        if array.ndim != ndim:
+            raise MnistlabError(
+                f"{path}: holds {array.ndim}-dimensional data, expected {what}; "
+                f"delete it and run `{fetch_command(spec, root)}`"
+            )
     if len(images) != len(labels):
         raise MnistlabError(
-            f"{directory}: {len(images)} images but {len(labels)} labels; "
-            "the files belong to different sets, fetch them again"
+            f"{paths[0]}: {len(images)} images but {paths[1].name} has {len(labels)} labels; "
+            f"the files belong to different sets, delete them and run `{fetch_command(spec, root)}`"
         )
     return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
 
@@ -176,7 +216,10 @@ def split_validation(
 ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """Hold out `val_size` training images, chosen with a fixed seed: (train, val)."""
     if not 0 <= val_size < len(images):
-        raise MnistlabError(f"val_size must be between 0 and {len(images) - 1}, got {val_size}")
+        raise MnistlabError(
+            f"val_size must be between 0 and {len(images) - 1}, got {val_size}; "
+            "choose a smaller --val-size"
+        )
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
     val, train = order[:val_size], order[val_size:]
     return (images[train], labels[train]), (images[val], labels[val])
@@ -201,7 +244,7 @@ class Loader:
         shuffle: bool = False,
         seed: int = 0,
         device: torch.device | str = "cpu",
-        augment=None,
+        augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
         channels_last: bool = False,
     ) -> None:
         self.images = images.to(device)

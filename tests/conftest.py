@@ -1,0 +1,57 @@
+"""Shared fixtures: small IDX datasets written by the tests themselves."""
+
+import dataclasses
+import gzip
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnistlab import data
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """An IDX file of unsigned bytes: images if 3-dimensional, else labels."""
+    magic = data.IMAGES_MAGIC if array.ndim == 3 else data.LABELS_MAGIC
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+@pytest.fixture
+def write_idx() -> Callable[..., Path]:
+    """write_idx(path, array): write an IDX file, gzipped when the path ends in .gz."""
+
+    def write(path: Path, array: np.ndarray) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        raw = idx_bytes(np.asarray(array))
+        path.write_bytes(gzip.compress(raw) if path.suffix == ".gz" else raw)
+        return path
+
+    return write
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder with four small raw IDX files (20 train, 10 test images of 28x28).
+
+    Their SHA-256 digests replace the real ones in the "mnist" spec for the test, so fetching
+    and verifying them passes.
+    """
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    files = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (20, 28, 28)),
+        "train-labels-idx1-ubyte": np.arange(20) % 10,
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (10, 28, 28)),
+        "t10k-labels-idx1-ubyte": np.arange(10),
+    }
+    digests = {}
+    for name, array in files.items():
+        raw = idx_bytes(array)
+        (folder / name).write_bytes(raw)
+        digests[name] = hashlib.sha256(raw).hexdigest()
+    monkeypatch.setitem(data.DATASETS, "mnist", dataclasses.replace(data.MNIST, sha256=digests))
+    return folder
