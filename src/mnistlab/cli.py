@@ -209,6 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="Markdown report with figures from run directories")
     p.add_argument("runs", nargs="+", metavar="RUNDIR")
     p.add_argument("--out", default="reports", help="output folder (default reports/)")
+    p.add_argument(
+        "--final", default=None, metavar="RUNDIR", help="final model (default: last run)"
+    )
+    add_data_dir(p)
     p.set_defaults(handler=cmd_report)
 
     p = sub.add_parser("plot", help="accuracy and loss curves of one run (PNG)")

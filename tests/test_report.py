@@ -1,0 +1,240 @@
+import contextlib
+import io
+import re
+import shutil
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mnistlab import data
+from mnistlab import report as report_module
+from mnistlab.cli import main
+from mnistlab.compare import find_runs, format_table, load_run, summarize_run
+from mnistlab.errors import MnistlabError
+from mnistlab.report import (
+    DPI,
+    FIGSIZES,
+    confusion_matrix,
+    matching_test_images,
+    misclassified_figure,
+    misclassified_size,
+    per_class_accuracy,
+    png_bytes,
+    write_report,
+)
+
+RUNS = Path(__file__).parent / "fixtures" / "runs"
+FINAL_PREDICTIONS = RUNS / "03-final" / "predictions.npz"
+LINK = re.compile(r"!\[[^\]]*\]\(([^)]+)\)")
+
+
+def fake_test_split(extra: int = 100):
+    """A stand-in for the MNIST test split whose first labels match the final run's predictions."""
+    labels = np.load(FINAL_PREDICTIONS)["label"].astype(np.int64)
+    labels = np.concatenate([labels, np.arange(extra) % 10])
+    images = np.random.default_rng(0).integers(0, 256, (len(labels), 28, 28), dtype=np.uint8)
+
+    def load_split(dataset="mnist", train=False, root=None):
+        assert (dataset, train) == ("mnist", False)
+        return torch.from_numpy(images), torch.from_numpy(labels)
+
+    return load_split
+
+
+def pixel_size(inches: tuple[float, float]) -> tuple[int, int]:
+    return round(inches[0] * DPI), round(inches[1] * DPI)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """The report of all fixture runs, written twice into the same folder, and its warnings."""
+    out = tmp_path_factory.mktemp("report")
+    warnings = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stderr(warnings):
+        mp.setattr(data, "load_split", fake_test_split())
+        first = write_report([RUNS], out).read_bytes()
+        first_figures = {p.name: p.read_bytes() for p in (out / "figures").iterdir()}
+        path = write_report([RUNS], out)
+    return path, first, first_figures, warnings.getvalue()
+
+
+def test_report_names_every_experiment_with_target_and_analysis(report):
+    path = report[0]
+    text = path.read_text()
+    headings = re.findall(r"^## (.+)$", text, flags=re.MULTILINE)
+    assert headings == [
+        "01-seed",
+        "02-wide-partial (partial: 3/15 epochs)",
+        "03-final",
+        "Across experiments",
+        "Final model: 03-final",
+    ]
+    for run_dir in find_runs([RUNS]):
+        config = tomllib.loads((run_dir / "config.toml").read_text())
+        assert config["target"].strip() in text
+        assert config["analysis"].strip() in text
+
+
+def test_report_holds_each_result_row_and_the_full_table(report):
+    path = report[0]
+    text = path.read_text()
+    rows = [summarize_run(load_run(p)) for p in find_runs([RUNS])]
+    for row in rows:
+        assert format_table([row], "markdown", legend=False) in text
+    assert format_table(rows, "markdown") in text
+
+
+def test_every_linked_figure_exists_with_its_pixel_size(report):
+    path = report[0]
+    links = LINK.findall(path.read_text())
+    expected = {
+        "figures/01-seed-curves.png": FIGSIZES["curves"],
+        "figures/02-wide-partial-curves.png": FIGSIZES["curves"],
+        "figures/03-final-curves.png": FIGSIZES["curves"],
+        "figures/params-accuracy.png": FIGSIZES["params"],
+        "figures/final-confusion.png": FIGSIZES["confusion"],
+        "figures/final-per-class.png": FIGSIZES["per_class"],
+        "figures/final-misclassified.png": misclassified_size(4),  # 4 errors in the fixture
+    }
+    assert sorted(links) == sorted(expected)
+    for link, inches in expected.items():
+        png = path.parent / link
+        assert png.stat().st_size > 0
+        with Image.open(png) as image:
+            assert image.format == "PNG"
+            assert image.size == pixel_size(inches), link
+
+
+def test_second_report_is_byte_identical(report):
+    path, first, first_figures, _ = report
+    assert path.read_bytes() == first
+    assert {p.name: p.read_bytes() for p in (path.parent / "figures").iterdir()} == first_figures
+
+
+def test_per_class_table_matches_the_predictions(report):
+    path = report[0]
+    text = path.read_text()
+    npz = np.load(FINAL_PREDICTIONS)
+    labels, preds = npz["label"], npz["pred"]
+    for digit in range(10):
+        total = int(np.sum(labels == digit))
+        correct = int(np.sum((labels == digit) & (preds == digit)))
+        assert f"| {digit} | {total} | {correct} | {100 * correct / total:.2f} |" in text
+    errors = int(np.sum(labels != preds))
+    assert f"{len(labels)} test images, {errors} misclassified" in text
+
+
+def test_report_warns_about_partial_runs_only(report):
+    warnings = report[3].splitlines()
+    assert len(warnings) == 2  # one per report written
+    assert all("02-wide-partial is a partial run (3/15 epochs)" in line for line in warnings)
+
+
+def test_missing_test_images_give_a_note_instead_of_the_grid(tmp_path, monkeypatch):
+    def missing(dataset="mnist", train=True, root=None):
+        raise MnistlabError("t10k-images-idx3-ubyte: missing; run `mnistlab data fetch`")
+
+    monkeypatch.setattr(data, "load_split", missing)
+    text = write_report([RUNS / "03-final"], tmp_path).read_text()
+    assert "_Not shown: the test images are not in the data folder" in text
+    assert "figures/final-misclassified.png" not in text
+    assert "figures/final-confusion.png" in text
+
+
+def test_test_images_must_carry_the_predictions_labels(monkeypatch):
+    load = fake_test_split(extra=10)
+    labels = np.load(FINAL_PREDICTIONS)["label"]
+    monkeypatch.setattr(data, "load_split", load)
+    images = matching_test_images(labels, None, "mnist")
+    assert np.array_equal(images, load()[0][: len(labels)].numpy())
+    # Labels off by one image: the data folder holds other images than the run predicted.
+    monkeypatch.setattr(data, "load_split", lambda *a, **k: (load()[0], load()[1].roll(1)))
+    assert matching_test_images(labels, None, "mnist") is None
+    # Fewer test images than predictions.
+    monkeypatch.setattr(data, "load_split", lambda *a, **k: (load()[0][:10], load()[1][:10]))
+    assert matching_test_images(labels, None, "mnist") is None
+
+
+def test_runs_with_the_same_name_get_separate_figures(tmp_path):
+    for parent in ("a", "b"):
+        shutil.copytree(RUNS / "01-seed", tmp_path / parent / "seed")
+    runs = [tmp_path / "a" / "seed", tmp_path / "b" / "seed"]
+    text = write_report(runs, tmp_path / "out").read_text()
+    links = LINK.findall(text)
+    assert "figures/seed-curves.png" in links and "figures/seed-curves-2.png" in links
+    # The final run (the last one) has no predictions: a note replaces its figures.
+    assert "## Final model: seed" in text
+    assert "seed has no predictions.npz" in text
+    assert not any("final-" in link for link in links)
+
+
+def test_report_on_a_folder_without_runs_is_an_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "out")]) == 1
+    assert "no metrics.jsonl" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_confusion_matrix_counts_true_rows_against_predicted_columns():
+    labels = np.array([0, 0, 1, 2, 2, 2], dtype=np.uint8)
+    preds = np.array([0, 1, 1, 2, 2, 0], dtype=np.uint8)
+    confusion = confusion_matrix(labels, preds, 4)
+    assert confusion.tolist() == [[1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 2, 0], [0, 0, 0, 0]]
+    assert per_class_accuracy(confusion).tolist() == pytest.approx([50.0, 100.0, 200 / 3, 0.0])
+
+
+def test_misclassified_grid_shows_the_most_confident_mistakes_first(monkeypatch):
+    shown = 3  # a small grid keeps the test fast; the logic is the same for 32
+    monkeypatch.setattr(report_module, "MAX_MISCLASSIFIED", shown)
+    n = shown + 2
+    labels = np.zeros(n + 10, dtype=np.uint8)
+    preds = np.concatenate([np.ones(n, dtype=np.uint8), np.zeros(10, dtype=np.uint8)])
+    confidence = np.linspace(0.3, 0.9, n + 10).astype(np.float32)
+    images = np.zeros((n + 10, 28, 28), dtype=np.uint8)
+    predictions = {"label": labels, "pred": preds, "confidence": confidence}
+    fig = misclassified_figure(images, predictions, tuple(str(d) for d in range(10)))
+    titled = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert len(titled) == shown
+    # Errors are the first n images, confidence rising with the index: the last error leads.
+    assert titled[0] == f"true: 0\npred: 1\nconf: {confidence[n - 1]:.2f}"
+    assert titled[-1] == f"true: 0\npred: 1\nconf: {confidence[n - shown]:.2f}"
+    assert fig.get_suptitle() == f"The {shown} most confident of {n} misclassified test images"
+    with Image.open(io.BytesIO(png_bytes(fig))) as image:
+        assert image.size == pixel_size(misclassified_size(shown))
+
+
+def test_plot_of_an_unfinished_run_writes_a_png_and_warns(tmp_path, capsys):
+    out = tmp_path / "curves.png"
+    assert main(["plot", str(RUNS / "02-wide-partial"), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == f"wrote {out}"
+    assert "warning" in captured.err and "partial run (3/15 epochs)" in captured.err
+    with Image.open(out) as image:
+        assert image.size == pixel_size(FIGSIZES["curves"])
+
+
+def test_plot_defaults_to_curves_png_in_the_run(tmp_path, capsys):
+    run_dir = Path(shutil.copytree(RUNS / "03-final", tmp_path / "03-final"))
+    assert main(["plot", str(run_dir)]) == 0
+    captured = capsys.readouterr()
+    assert (run_dir / "curves.png").stat().st_size > 0
+    assert captured.out.strip() == f"wrote {run_dir / 'curves.png'}"
+    assert captured.err == ""
+
+
+def test_plot_of_a_run_without_metrics_is_an_error(tmp_path, capsys):
+    run_dir = Path(shutil.copytree(RUNS / "01-seed", tmp_path / "01-seed"))
+    (run_dir / "metrics.jsonl").write_text("")
+    assert main(["plot", str(run_dir)]) == 1
+    assert "no epochs yet" in capsys.readouterr().err
+    assert not (run_dir / "curves.png").exists()
+
+
+@pytest.mark.realdata
+def test_final_run_predictions_line_up_with_the_real_test_set():
+    labels = np.load(FINAL_PREDICTIONS)["label"]
+    images = matching_test_images(labels, None, "mnist")
+    assert images is not None and images.shape == (len(labels), 28, 28)
