@@ -71,7 +71,9 @@ def test_summary_of_the_seed_run():
     assert row["best_train_acc"] == pytest.approx(100 * 59700 / 60000)
     assert row["train_test_gap"] == pytest.approx(99.5 - 99.05, abs=1e-4)
     assert row["first_epoch_target"] is None
-    assert row["seconds_per_epoch"] == pytest.approx((48.213 + 47.905 + 48.377 + 48.102) / 4, abs=1e-4)
+    assert row["seconds_per_epoch"] == pytest.approx(
+        (48.213 + 47.905 + 48.377 + 48.102) / 4, abs=1e-4
+    )
     assert row["finished"] is True
 
 
