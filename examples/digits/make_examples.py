@@ -9,7 +9,7 @@ at different sizes, in the formats and modes `mnistlab predict` must handle:
     four.png   RGBA with a transparent background
     five.gif   palette image
     seven.png  16-bit grayscale, small
-    zero.bmp   RGB bitmap, tall narrow digit
+    zero.bmp   8-bit grayscale bitmap, tall digit
 
 Run from anywhere: python examples/digits/make_examples.py
 """
@@ -139,8 +139,8 @@ def main() -> None:
     pixels = np.asarray(image, dtype=np.uint16) * 257  # 8-bit to 16-bit range
     Image.fromarray(pixels).save(HERE / "seven.png")
 
-    image = Image.new("RGB", (240, 400), (255, 255, 255))
-    draw_digit(image, "zero", (90, 60, 130, 220), (30, 30, 30), pen=22, seed=0)
+    image = Image.new("L", (160, 260), 255)
+    draw_digit(image, "zero", (55, 40, 85, 145), 30, pen=15, seed=0)
     image.save(HERE / "zero.bmp")
 
 
