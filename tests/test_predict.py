@@ -308,6 +308,16 @@ def test_missing_shipped_model_says_what_to_do(tmp_path, monkeypatch, capsys):
     assert "--checkpoint" in err
 
 
+def test_classify_gives_probabilities_and_leaves_its_input_alone(random_model_file):
+    model, meta = load_model(random_model_file)
+    images = np.random.default_rng(0).random((300, 28, 28), dtype=np.float32)
+    before = images.copy()
+    probs = predict.classify(model, images, meta["mean"], meta["std"], batch_size=128)
+    assert probs.shape == (300, 10)
+    torch.testing.assert_close(probs.sum(dim=1), torch.ones(300))
+    np.testing.assert_array_equal(images, before)
+
+
 def test_default_checkpoint_lives_in_the_package():
     path = predict.default_checkpoint()
     assert path.name == "final.pt"

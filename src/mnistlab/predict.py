@@ -97,7 +97,8 @@ def classify(
     probs = []
     with torch.inference_mode():
         for start in range(0, len(x), batch_size):
-            batch = x[start : start + batch_size].to(device).sub_(mean).div_(std)
+            # Not in place: on the CPU `x` shares memory with the caller's array.
+            batch = (x[start : start + batch_size].to(device) - mean) / std
             # softmax of log-probabilities is the probabilities (and of logits too).
             probs.append(torch.softmax(model(batch).float(), dim=1).cpu())
     return torch.cat(probs) if probs else torch.empty(0, 10)
