@@ -19,7 +19,9 @@ def add_data_dir(p: argparse.ArgumentParser) -> None:
 
 
 def add_device(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)"
+    )
 
 
 # ----------------------------------------------------------------------------- data
@@ -139,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     p = data_sub.add_parser("fetch", help="fetch the dataset's four IDX files if missing")
     p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"])
-    p.add_argument("--from", dest="source", default=None, metavar="DIR", help="copy from a folder first")
+    p.add_argument(
+        "--from", dest="source", default=None, metavar="DIR", help="copy from a folder first"
+    )
     p.add_argument("--no-verify", action="store_true", help="skip SHA-256 checks (custom data)")
     add_data_dir(p)
     p.set_defaults(handler=cmd_data_fetch)
@@ -170,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--val-size", type=int, default=None, help="hold out N training images")
-    p.add_argument("--limit-train", type=int, default=None, help="use only the first N train images")
+    p.add_argument(
+        "--limit-train", type=int, default=None, help="use only the first N train images"
+    )
     p.add_argument("--limit-test", type=int, default=None, help="use only the first N test images")
     p.add_argument("--out", default=None, help="run directory (default runs/<name>-<timestamp>)")
     p.add_argument("--resume", default=None, metavar="RUNDIR", help="continue a stopped run")
@@ -244,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except MnistlabError as e:
         print(f"mnistlab: error: {e}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # e.g. `mnistlab summary seed | head`
+        sys.stderr.close()
         return 1
     except KeyboardInterrupt:
         print("mnistlab: interrupted", file=sys.stderr)

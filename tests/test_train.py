@@ -1,0 +1,248 @@
+"""The trainer: determinism, exact resume, checkpoints, bad experiment files, learning."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mnistlab import train as train_module
+from mnistlab.checkpoint import load_torch
+from mnistlab.cli import main
+from mnistlab.config import Config, from_dict, load_config
+from mnistlab.errors import MnistlabError
+from mnistlab.train import resume_run, start_run
+
+TIMING_KEYS = ("seconds", "images_per_s")
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, write_idx) -> Path:
+    """A small learnable dataset: each class is a bright square at its own place, plus noise."""
+    rng = np.random.default_rng(0)
+
+    def make(n: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 60, (n, 28, 28))
+        for i, label in enumerate(labels):
+            row, col = divmod(int(label), 5)
+            images[i, 4 + 10 * row : 12 + 10 * row, 2 + 5 * col : 7 + 5 * col] = 255
+        return images, labels
+
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    for prefix, n in (("train", 320), ("t10k", 100)):
+        images, labels = make(n)
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    return tmp_path / "data"
+
+
+def small_config(**changes) -> Config:
+    """Dropout, augmentation and a per-batch schedule: every source of state resume must restore."""
+    data = {
+        "name": "small",
+        "model": "gap_dropout",
+        "epochs": 3,
+        "batch_size": 32,
+        "test_batch_size": 50,
+        "seed": 3,
+        "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+        "scheduler": {"name": "onecycle", "max_lr": 0.1},
+        "augment": {"rotation": 10.0, "translate": 0.1, "erasing": 0.2},
+    }
+    data.update(changes)
+    return from_dict(data)
+
+
+def train_to_end(cfg: Config, run_dir: Path, data_dir: Path) -> list[dict]:
+    start_run(cfg, run_dir, torch.device("cpu"), data_dir).run(progress=False)
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def without_timing(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_torch(run_dir / "model.pt")["model_state"]
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+
+
+def test_run_directory_has_every_file(tmp_path: Path, data_dir: Path) -> None:
+    records = train_to_end(small_config(epochs=2), tmp_path / "run", data_dir)
+    run = tmp_path / "run"
+    assert [r["epoch"] for r in records] == [1, 2]
+    for key in ("train_loss", "train_acc", "test_loss", "test_acc", "lr", *TIMING_KEYS):
+        assert key in records[0]
+    info = json.loads((run / "run.json").read_text())
+    assert info["finished"] is True and info["params"] == 6560 and info["rf"] == 28
+    assert load_config(run / "config.toml").model == "gap_dropout"
+    predictions = np.load(run / "predictions.npz")
+    assert predictions["pred"].shape == predictions["label"].shape == (100,)
+    assert 0 < predictions["confidence"].min() <= predictions["confidence"].max() <= 1
+    accuracy = 100 * (predictions["pred"] == predictions["label"]).mean()
+    assert accuracy == pytest.approx(records[-1]["test_acc"])
+    assert not list(run.glob("*.tmp")) and not list(run.glob(".*"))
+
+
+def test_same_seed_same_metrics(tmp_path: Path, data_dir: Path) -> None:
+    a = train_to_end(small_config(epochs=2), tmp_path / "a", data_dir)
+    b = train_to_end(small_config(epochs=2), tmp_path / "b", data_dir)
+    assert without_timing(a) == without_timing(b)
+    assert_same_weights(tmp_path / "a", tmp_path / "b")
+    c = train_to_end(small_config(epochs=2, seed=4), tmp_path / "c", data_dir)
+    assert without_timing(a) != without_timing(c)
+
+
+def test_kill_and_resume_equals_uninterrupted(tmp_path: Path, data_dir: Path, monkeypatch) -> None:
+    uninterrupted = train_to_end(small_config(), tmp_path / "full", data_dir)
+
+    original = train_module.Run.train_epoch
+
+    def killed_in_epoch_3(self, epoch, progress, max_batches=None):
+        if epoch == 3:
+            original(self, epoch, progress, max_batches=4)  # some work that is then lost
+            raise KeyboardInterrupt
+        return original(self, epoch, progress, max_batches)
+
+    monkeypatch.setattr(train_module.Run, "train_epoch", killed_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        start_run(small_config(), tmp_path / "killed", torch.device("cpu"), data_dir).run(False)
+    assert load_torch(tmp_path / "killed" / "checkpoint.pt")["epoch"] == 2
+    monkeypatch.setattr(train_module.Run, "train_epoch", original)
+
+    run = resume_run(tmp_path / "killed", torch.device("cpu"), data_dir)
+    assert run.start_epoch == 3
+    run.run(progress=False)
+    metrics = (tmp_path / "killed" / "metrics.jsonl").read_text()
+    resumed = [json.loads(line) for line in metrics.splitlines()]
+    assert without_timing(resumed) == without_timing(uninterrupted)
+    assert_same_weights(tmp_path / "full", tmp_path / "killed")
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(
+    tmp_path: Path, data_dir: Path, monkeypatch
+) -> None:
+    real_loss = train_module.nll_loss
+
+    def loss_nan_in_epoch_2(log_probs, target, smoothing):
+        loss = real_loss(log_probs, target, smoothing)
+        return loss * float("nan") if epoch_seen[-1] == 2 else loss
+
+    epoch_seen = [0]
+    original = train_module.Run.train_epoch
+
+    def tracking(self, epoch, progress, max_batches=None):
+        epoch_seen.append(epoch)
+        return original(self, epoch, progress, max_batches)
+
+    monkeypatch.setattr(train_module, "nll_loss", loss_nan_in_epoch_2)
+    monkeypatch.setattr(train_module.Run, "train_epoch", tracking)
+    with pytest.raises(MnistlabError, match="loss became nan at epoch 2"):
+        start_run(small_config(), tmp_path / "run", torch.device("cpu"), data_dir).run(False)
+    assert load_torch(tmp_path / "run" / "checkpoint.pt")["epoch"] == 1
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_train_then_evaluate(tmp_path: Path, data_dir: Path, capsys) -> None:
+    experiment = tmp_path / "exp.toml"
+    experiment.write_text('model = "gap_wide"\nepochs = 1\nbatch_size = 32\n')
+    args = ["train", str(experiment), "--out", str(tmp_path / "run"), "--quiet"]
+    code, out, _ = run_cli([*args, "--data-dir", str(data_dir), "--lr", "0.02"], capsys)
+    assert code == 0
+    assert "Test set: Average loss:" in out and "Accuracy: " in out and "/100 (" in out
+    assert load_config(tmp_path / "run" / "config.toml").optimizer.lr == 0.02
+
+    code, out, _ = run_cli(
+        ["evaluate", str(tmp_path / "run"), "--format", "json", "--data-dir", str(data_dir)], capsys
+    )
+    assert code == 0
+    result = json.loads(out)
+    confusion = np.array(result["confusion_matrix"])
+    assert confusion.shape == (10, 10) and confusion.sum() == 100
+    assert result["correct"] == np.trace(confusion) == 100 - len(result["misclassified"])
+    metrics = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())
+    assert result["accuracy"] == pytest.approx(metrics["test_acc"])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('model = "seed"\nepochz = 3\n', "unknown key 'epochz'"),
+        ('epochs = "ten"\n', "epochs must be int"),
+        ("epochs = 0\n", "epochs must be >= 1"),
+        ("[optimizer]\nlr = -1.0\n", "optimizer.lr must be > 0"),
+        ('[optimizer]\nname = "rmsprop"\n', "optimizer.name must be one of"),
+        ("[scheduler]\nmax_lr = 0.1\nwarmup = 3\n", "unknown key 'scheduler.warmup'"),
+        ('model = "nosuchnet"\n', "model must be one of"),
+        ("epochs = [\n", "not valid TOML"),
+    ],
+)
+def test_bad_experiment_file_is_one_line_error(tmp_path: Path, capsys, text, message) -> None:
+    experiment = tmp_path / "bad.toml"
+    experiment.write_text(text)
+    code, _, err = run_cli(["train", str(experiment), "--out", str(tmp_path / "run")], capsys)
+    assert code == 1
+    assert message in err and str(experiment) in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path: Path, data_dir: Path, capsys) -> None:
+    train_to_end(small_config(epochs=1), tmp_path / "run", data_dir)
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    code, _, err = run_cli(["train", "--resume", str(tmp_path / "run")], capsys)
+    assert code == 1 and "checkpoint.pt" in err and "truncated" in err
+    assert err.count("\n") == 1
+
+
+def test_checkpoint_of_another_architecture_is_a_clear_error(
+    tmp_path: Path, data_dir: Path, capsys
+) -> None:
+    train_to_end(small_config(epochs=1), tmp_path / "run", data_dir)
+    state = load_torch(tmp_path / "run" / "model.pt")
+    state["model_name"] = "skeleton"  # gap_dropout weights labelled as another model
+    torch.save(state, tmp_path / "other.pt")
+    code, _, err = run_cli(["evaluate", str(tmp_path / "other.pt")], capsys)
+    assert code == 1 and "do not fit model 'skeleton'" in err and err.count("\n") == 1
+
+    torch.save({"weights": 1}, tmp_path / "foreign.pt")
+    code, _, err = run_cli(["evaluate", str(tmp_path / "foreign.pt")], capsys)
+    assert code == 1 and "not an mnistlab checkpoint" in err
+
+
+def test_resume_refuses_changed_recipe(tmp_path: Path, capsys) -> None:
+    code, _, err = run_cli(["train", "--resume", str(tmp_path), "--epochs", "5"], capsys)
+    assert code == 1 and "--epochs" in err
+
+
+@pytest.mark.realdata
+def test_short_training_learns_real_digits(tmp_path: Path) -> None:
+    """Two epochs on 6,000 real training images take the final model past 95% test accuracy."""
+    cfg = from_dict(
+        {
+            "model": "gap_wide",
+            "epochs": 2,
+            "batch_size": 32,
+            "limit_train": 6000,
+            "limit_test": 2000,
+            "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+            "scheduler": {"name": "onecycle", "max_lr": 0.1},
+        }
+    )
+    records = train_to_end(cfg, tmp_path / "run", None)
+    assert records[-1]["test_acc"] >= 95.0
