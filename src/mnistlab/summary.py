@@ -299,15 +299,13 @@ def print_models() -> None:
     rows = []
     for name in models.list_models():
         stats = model_stats(models.create_model(name))
-        # The registry keeps constructors by name; their docstrings describe the models.
-        doc = (models._MODELS[name].__doc__ or "").strip().splitlines()
         rows.append(
             [
                 name,
                 f"{stats['params']:,}",
                 f"{stats['macs']:,}",
                 str(stats["rf"]),
-                doc[0] if doc else "",
+                models.model_doc(name),
             ]
         )
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]

@@ -34,6 +34,7 @@ from mnistlab.data import Loader, get_spec, load_split, split_validation
 from mnistlab.errors import MnistlabError
 from mnistlab.evaluate import predict, summarize_predictions, test_line
 from mnistlab.models import create_model
+from mnistlab.summary import format_table, model_stats, summarize
 
 
 def pick_device(name: str | None) -> torch.device:
@@ -301,8 +302,6 @@ def _update_run_info(run_dir: Path, **changes) -> None:
 
 def start_run(cfg: Config, run_dir: Path, device: torch.device, data_dir=None, threads=None) -> Run:
     """Create a new run directory (config.toml, run.json) and the Run for it."""
-    from mnistlab.summary import model_stats
-
     run_dir = Path(run_dir)
     if (run_dir / "metrics.jsonl").exists():
         raise MnistlabError(
@@ -386,6 +385,7 @@ def train_from_cli(args: argparse.Namespace) -> None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir = Path(args.out) if args.out else Path("runs") / f"{cfg.name}-{stamp}"
         run = start_run(cfg, run_dir, device, args.data_dir)
+        print(format_table(summarize(create_model(cfg.model))))
         print(
             f"Training {cfg.name} ({cfg.model}) on {device}, "
             f"{torch.get_num_threads()} threads -> {run_dir}"

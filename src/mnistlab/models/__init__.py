@@ -22,6 +22,11 @@ def list_models() -> list[str]:
     return list(_MODELS)
 
 
+def model_doc(name: str) -> str:
+    """The first line of a registered model's docstring."""
+    return (_MODELS[name].__doc__ or "").strip().split("\n")[0]
+
+
 def create_model(name: str) -> nn.Module:
     """Build a registered model by name."""
     if name not in _MODELS:
