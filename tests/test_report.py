@@ -238,3 +238,16 @@ def test_final_run_predictions_line_up_with_the_real_test_set():
     labels = np.load(FINAL_PREDICTIONS)["label"]
     images = matching_test_images(labels, None, "mnist")
     assert images is not None and images.shape == (len(labels), 28, 28)
+
+
+def test_analysis_written_after_the_run_comes_from_the_experiment_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "load_split", fake_test_split())
+    experiments = tmp_path / "experiments"
+    experiments.mkdir()
+    (experiments / "01-seed.toml").write_text(
+        'model = "seed"\nanalysis = "Written after the run: it over-fits."\n'
+    )
+    text = write_report([RUNS / "01-seed"], tmp_path / "out", experiments=experiments).read_text()
+    assert "Written after the run: it over-fits." in text
+    without = write_report([RUNS / "01-seed"], tmp_path / "out2", experiments=None).read_text()
+    assert "Written after the run" not in without

@@ -218,6 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--final", default=None, metavar="RUNDIR", help="final model (default: last run)"
     )
+    p.add_argument(
+        "--experiments",
+        default="experiments",
+        help="folder of experiment files whose Analysis the report shows (default experiments/)",
+    )
     add_data_dir(p)
     p.set_defaults(handler=cmd_report)
 

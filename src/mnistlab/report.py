@@ -34,6 +34,7 @@ from mnistlab.compare import (
     load_run,
     summarize_run,
 )
+from mnistlab.config import load_config
 from mnistlab.errors import MnistlabError
 
 DPI = 100
@@ -285,7 +286,24 @@ def text_or_none(text: str) -> str:
     return text.strip() or "_(none given in config.toml)_"
 
 
-def experiment_section(run: Run, row: dict[str, Any], figures: FigureWriter) -> list[str]:
+def analysis_text(run: Run, experiments: Path | None) -> str:
+    """The Analysis is written after a run, into its experiment file; read it from there.
+
+    The run's own config.toml records the experiment as it was when the run started (its
+    Target was decided before the run), so its analysis is the fallback.
+    """
+    if experiments is not None:
+        path = experiments / f"{run.config.get('name', run.name)}.toml"
+        if path.is_file():
+            analysis = load_config(path).analysis
+            if analysis.strip():
+                return analysis
+    return run.config.get("analysis", "")
+
+
+def experiment_section(
+    run: Run, row: dict[str, Any], figures: FigureWriter, experiments: Path | None = None
+) -> list[str]:
     heading = f"## {run.name} {partial_note(run)}".strip()
     link = figures.write(curves_figure(run), f"{slug(run.name)}-curves", f"{run.name}: curves")
     return [
@@ -301,7 +319,7 @@ def experiment_section(run: Run, row: dict[str, Any], figures: FigureWriter) -> 
         "",
         "### Analysis",
         "",
-        text_or_none(run.config.get("analysis", "")),
+        text_or_none(analysis_text(run, experiments)),
         "",
         link,
         "",
@@ -366,10 +384,12 @@ def write_report(
     out: str | Path = "reports",
     final: str | Path | None = None,
     data_dir: str | Path | None = None,
+    experiments: str | Path | None = "experiments",
 ) -> Path:
     """Write out/README.md and out/figures/*.png for the runs; returns the Markdown path.
 
-    `final` is the run whose predictions are analysed (default: the last run).
+    `final` is the run whose predictions are analysed (default: the last run); `experiments`
+    is the folder whose TOML files hold each experiment's Analysis.
     """
     out = Path(out)
     runs = [load_run(path) for path in find_runs(run_paths)]
@@ -386,7 +406,9 @@ def write_report(
         ]
         for run, row in zip(runs, rows, strict=True):
             warn_if_partial(run)
-            lines += experiment_section(run, row, figures)
+            lines += experiment_section(
+                run, row, figures, Path(experiments) if experiments else None
+            )
         lines += [
             "## Across experiments",
             "",
@@ -414,7 +436,7 @@ def plot_run(run_path: str | Path, out: str | Path | None = None) -> Path:
 
 
 def report_from_cli(args: argparse.Namespace) -> None:
-    path = write_report(args.runs, args.out, args.final, args.data_dir)
+    path = write_report(args.runs, args.out, args.final, args.data_dir, args.experiments)
     print(f"wrote {path} and its figures in {path.parent / 'figures'}")
 
 
