@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mnistlab import export
-from mnistlab.checkpoint import save_torch
+from mnistlab.checkpoint import save_model
 from mnistlab.cli import main
 from mnistlab.data import MNIST
 from mnistlab.errors import MnistlabError
@@ -23,20 +23,7 @@ def trained_like(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Mod
     name = min(list_models(), key=lambda n: count_parameters(create_model(n)))
     model = create_model(name).eval()
     path = tmp_path_factory.mktemp("model") / "model.pt"
-    save_torch(
-        {
-            "format": "mnistlab-model",
-            "version": 1,
-            "model_name": name,
-            "model_state": model.state_dict(),
-            "config": {},
-            "test_acc": 10.0,
-            "dataset": "mnist",
-            "mean": MNIST.mean,
-            "std": MNIST.std,
-        },
-        path,
-    )
+    save_model(path, name, model.state_dict(), config={}, test_acc=10.0)
     return model, path
 
 

@@ -11,9 +11,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from mnistlab import predict, preprocess
-from mnistlab.checkpoint import load_model, save_torch
+from mnistlab.checkpoint import load_model, save_model
 from mnistlab.cli import main
-from mnistlab.data import MNIST, Loader, load_split
+from mnistlab.data import Loader, load_split
 from mnistlab.errors import MnistlabError
 from mnistlab.models import count_parameters, create_model, list_models
 
@@ -31,20 +31,7 @@ def random_model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     name = smallest_model_name()
     path = tmp_path_factory.mktemp("random-model") / "model.pt"
-    save_torch(
-        {
-            "format": "mnistlab-model",
-            "version": 1,
-            "model_name": name,
-            "model_state": create_model(name).state_dict(),
-            "config": {},
-            "test_acc": 10.0,
-            "dataset": "mnist",
-            "mean": MNIST.mean,
-            "std": MNIST.std,
-        },
-        path,
-    )
+    save_model(path, name, create_model(name).state_dict(), config={}, test_acc=10.0)
     return path
 
 

@@ -71,6 +71,34 @@ def load_torch(path: Path, expected_format: str | None = None) -> dict[str, Any]
     return obj
 
 
+def save_model(
+    path: Path,
+    model_name: str,
+    model_state: dict[str, torch.Tensor],
+    *,
+    config: dict[str, Any],
+    test_acc: float,
+    dataset: str = "mnist",
+    mean: float = 0.1307,
+    std: float = 0.3081,
+) -> None:
+    """Write final weights (model.pt) with what is needed to use them: model, data, accuracy."""
+    save_torch(
+        {
+            "format": MODEL_FORMAT,
+            "version": 1,
+            "model_name": model_name,
+            "model_state": {k: v.contiguous() for k, v in model_state.items()},
+            "config": config,
+            "test_acc": test_acc,
+            "dataset": dataset,
+            "mean": mean,
+            "std": std,
+        },
+        path,
+    )
+
+
 def model_file(target: str | Path) -> Path:
     """The weights behind a run directory (model.pt, else checkpoint.pt) or a file path."""
     target = Path(target)

@@ -22,11 +22,11 @@ from tqdm import tqdm
 from mnistlab.augment import make_augment
 from mnistlab.checkpoint import (
     CHECKPOINT_FORMAT,
-    MODEL_FORMAT,
     atomic_write_bytes,
     atomic_write_text,
     load_torch,
     read_metrics,
+    save_model,
     save_torch,
 )
 from mnistlab.config import Config, dumps_toml, from_dict, load_config, override, to_dict
@@ -258,19 +258,15 @@ class Run:
         log_probs = predict(self.model, self.test_loader)
         probs = log_probs.exp()
         confidence, pred = probs.max(dim=1)
-        save_torch(
-            {
-                "format": MODEL_FORMAT,
-                "version": 1,
-                "model_name": self.cfg.model,
-                "model_state": {k: v.contiguous() for k, v in self.model.state_dict().items()},
-                "config": to_dict(self.cfg),
-                "test_acc": records[-1]["test_acc"],
-                "dataset": self.spec.name,
-                "mean": self.spec.mean,
-                "std": self.spec.std,
-            },
+        save_model(
             self.run_dir / "model.pt",
+            self.cfg.model,
+            self.model.state_dict(),
+            config=to_dict(self.cfg),
+            test_acc=records[-1]["test_acc"],
+            dataset=self.spec.name,
+            mean=self.spec.mean,
+            std=self.spec.std,
         )
         buffer = _npz_bytes(
             label=self.test_loader.labels.cpu().numpy().astype(np.uint8),
