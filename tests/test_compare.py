@@ -138,6 +138,7 @@ def test_markdown_table_has_a_header_a_rule_and_one_row_per_run():
         "at epoch": "4",
         "last test": "99.05",
         "last-3 test": "98.85",
+        "last-3 val": "—",
         "best train": "99.50",
         "gap": "+0.45",
         "first ≥99.4": "—",
@@ -215,3 +216,9 @@ def test_run_json_without_params_is_an_error(tmp_path):
     (run_dir / "run.json").write_text('{"name": "01-seed", "epochs_planned": 4}\n')
     with pytest.raises(MnistlabError, match="missing params, macs, rf"):
         load_run(run_dir)
+
+
+def test_last_3_validation_mean_when_the_run_held_images_out():
+    run = load_run(RUNS / "03-final")
+    val = [r["val_acc"] for r in run.metrics[-3:]]
+    assert summarize_run(run)["last3_val_acc"] == pytest.approx(sum(val) / 3)

@@ -31,6 +31,7 @@ HEADERS = [
     "at epoch",
     "last test",
     f"last-{LAST_N} test",
+    f"last-{LAST_N} val",
     "best train",
     "gap",
     f"first ≥{TARGET_ACC}",
@@ -42,6 +43,8 @@ LEGEND = "\n".join(
         "Accuracies in %.",
         "gap = best train accuracy − best test accuracy (points; negative: test above train).",
         f"last-{LAST_N} test = mean test accuracy of the last {LAST_N} epochs (all, if fewer).",
+        f"last-{LAST_N} val = the same on the validation images held out of training "
+        "(— when the run held none out).",
         f"first ≥{TARGET_ACC} = first epoch with test accuracy ≥ {TARGET_ACC}%.",
     ]
 )
@@ -140,6 +143,11 @@ def summarize_run(run: Run) -> dict[str, Any]:
         "best_test_epoch": best["epoch"],
         "last_test_acc": metrics[-1]["test_acc"],
         "last3_test_acc": round(sum(r["test_acc"] for r in last) / len(last), 4),
+        "last3_val_acc": (
+            round(sum(r["val_acc"] for r in last) / len(last), 4)
+            if all("val_acc" in r for r in last)
+            else None
+        ),
         "best_train_acc": best_train,
         "train_test_gap": round(best_train - best["test_acc"], 4),  # best train − best test
         "first_epoch_target": reached[0] if reached else None,
@@ -160,6 +168,7 @@ def _cells(row: dict[str, Any]) -> list[str]:
         str(row["best_test_epoch"]),
         f"{row['last_test_acc']:.2f}",
         f"{row['last3_test_acc']:.2f}",
+        "—" if row["last3_val_acc"] is None else f"{row['last3_val_acc']:.2f}",
         f"{row['best_train_acc']:.2f}",
         f"{row['train_test_gap']:+.2f}",
         "—" if first is None else str(first),
