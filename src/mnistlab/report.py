@@ -145,6 +145,9 @@ def matching_test_images(
 # ----------------------------------------------------------------------------- figures
 
 
+ACC_FLOOR = 97.0
+
+
 def curves_figure(run: Run) -> Figure:
     """Accuracy and loss per epoch, train against test (and validation when there is one)."""
     epochs = [r["epoch"] for r in run.metrics]
@@ -157,8 +160,14 @@ def curves_figure(run: Run) -> Figure:
         acc_ax.plot(epochs, [r[f"{split}_acc"] for r in run.metrics], **style)
         loss_ax.plot(epochs, [r[f"{split}_loss"] for r in run.metrics], **style)
     acc_ax.axhline(TARGET_ACC, color="grey", linestyle="--", linewidth=1, label=f"{TARGET_ACC}%")
-    acc_ax.set(title="Accuracy", xlabel="epoch", ylabel="accuracy (%)")
-    loss_ax.set(title="Loss", xlabel="epoch", ylabel="loss")
+    # The interesting differences are tenths of a point near 99%: a first epoch at 67% would
+    # flatten them, so the axis starts at ACC_FLOOR and lower points sit below it.
+    lowest = min(r[key] for r in run.metrics for key in r if key.endswith("_acc"))
+    acc_ax.set_ylim(bottom=max(lowest - 0.2, ACC_FLOOR), top=100.05)
+    floor_note = f" (axis from {ACC_FLOOR:g}%)" if lowest - 0.2 < ACC_FLOOR else ""
+    acc_ax.set(title=f"Accuracy{floor_note}", xlabel="epoch", ylabel="accuracy (%)")
+    loss_ax.set_yscale("log")  # late epochs differ by a factor, not by an amount
+    loss_ax.set(title="Loss (log scale)", xlabel="epoch", ylabel="loss")
     for ax in (acc_ax, loss_ax):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
@@ -400,8 +409,9 @@ def write_report(
         lines = [
             "# Experiments",
             "",
-            f"{len(runs)} runs, in order. Accuracies are test-set percentages unless named "
-            "otherwise; each run's table row is explained under the full table at the end.",
+            f"{len(runs)} run{'s' if len(runs) != 1 else ''}, in order. Accuracies are test-set "
+            "percentages unless named otherwise; each run's table row is explained under the "
+            "full table at the end.",
             "",
         ]
         for run, row in zip(runs, rows, strict=True):
