@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 EXPERIMENT ?= experiments/05-final.toml
 
-.PHONY: run test lint format fetch bench clean
+.PHONY: run test lint format fetch bench clean ship
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,3 +40,8 @@ bench: fetch
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info
+
+# Ship a finished run's weights inside the package (used by `mnistlab predict` and `export`).
+SHIP_RUN ?= results/05-final-seed1
+ship: $(VENV)/.installed
+	$(BIN)/python -c "import sys; from mnistlab.checkpoint import ship_model; ship_model(sys.argv[1])" $(SHIP_RUN)

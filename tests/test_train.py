@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mnistlab import train as train_module
-from mnistlab.checkpoint import load_torch
+from mnistlab.checkpoint import load_torch, ship_model
 from mnistlab.cli import main
 from mnistlab.config import Config, from_dict, load_config
 from mnistlab.errors import MnistlabError
@@ -246,3 +246,12 @@ def test_short_training_learns_real_digits(tmp_path: Path) -> None:
     )
     records = train_to_end(cfg, tmp_path / "run", None)
     assert records[-1]["test_acc"] >= 95.0
+
+
+def test_ship_copies_the_weights_with_a_description(tmp_path: Path, data_dir: Path) -> None:
+    records = train_to_end(small_config(epochs=1), tmp_path / "run", data_dir)
+    shipped = ship_model(tmp_path / "run", tmp_path / "package")
+    assert shipped.read_bytes() == (tmp_path / "run" / "model.pt").read_bytes()
+    description = json.loads((tmp_path / "package" / "final.json").read_text())
+    assert description["model"] == "gap_dropout" and description["params"] == 6560
+    assert description["last_test_acc"] == records[-1]["test_acc"]

@@ -155,3 +155,27 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             raise MnistlabError(f"{path}:{number}: not a JSON line; the file is damaged") from None
     return records
+
+
+SHIPPED_DIR = Path(__file__).parent / "weights"
+
+
+def ship_model(run_dir: str | Path, package: Path = SHIPPED_DIR) -> Path:
+    """Copy a finished run's model.pt into the package (weights/final.pt) with a description."""
+    from mnistlab.compare import load_run, summarize_run
+
+    run_dir = Path(run_dir)
+    _, meta = load_model(run_dir / "model.pt")  # refuses a damaged or foreign file
+    row = summarize_run(load_run(run_dir))
+    atomic_write_bytes(package / "final.pt", (run_dir / "model.pt").read_bytes())
+    keys = ("model", "params", "macs", "rf", "epochs", "last_test_acc", "last3_test_acc")
+    description = {
+        **{key: row[key] for key in keys},
+        "dataset": meta["dataset"],
+        "experiment": meta["config"]["name"],
+        "seed": meta["config"]["seed"],
+        "run": run_dir.as_posix(),
+    }
+    atomic_write_text(package / "final.json", json.dumps(description, indent=2) + "\n")
+    print(f"shipped {run_dir / 'model.pt'} as {package / 'final.pt'}")
+    return package / "final.pt"
