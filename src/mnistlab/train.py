@@ -222,6 +222,7 @@ class Run:
     def run(self, progress: bool = True) -> dict:
         cfg, run_dir = self.cfg, self.run_dir
         records = [r for r in _read_records(run_dir) if r["epoch"] < self.start_epoch]
+        test_log_probs = None
         for epoch in range(self.start_epoch, cfg.epochs + 1):
             lr = self.optimizer.param_groups[0]["lr"]
             started = time.perf_counter()
@@ -234,9 +235,8 @@ class Run:
                 )
                 record.update(val_loss=val["loss"], val_acc=val["accuracy"])
                 print(test_line(val["loss"], val["correct"], val["total"], "Validation"))
-            test = summarize_predictions(
-                predict(self.model, self.test_loader), self.test_loader.labels
-            )
+            test_log_probs = predict(self.model, self.test_loader)
+            test = summarize_predictions(test_log_probs, self.test_loader.labels)
             print(test_line(test["loss"], test["correct"], test["total"]))
             record.update(
                 test_loss=test["loss"],
@@ -250,14 +250,14 @@ class Run:
                 run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records)
             )
             self.save_checkpoint(epoch)
-        self.finish(records)
+        if test_log_probs is None:  # resumed after the last epoch, before the run finished
+            test_log_probs = predict(self.model, self.test_loader)
+        self.finish(records, test_log_probs)
         return records[-1]
 
-    def finish(self, records: list[dict]) -> None:
+    def finish(self, records: list[dict], test_log_probs: torch.Tensor) -> None:
         """Final weights, test-set predictions and the finished flag."""
-        log_probs = predict(self.model, self.test_loader)
-        probs = log_probs.exp()
-        confidence, pred = probs.max(dim=1)
+        confidence, pred = test_log_probs.exp().max(dim=1)
         save_model(
             self.run_dir / "model.pt",
             self.cfg.model,
