@@ -96,3 +96,9 @@ def gap_dropout() -> nn.Module:
 def gap_wide() -> nn.Module:
     """Steps 4-5: capacity moved to the early layers where the RF is small; < 8k params."""
     return _gap_net((10, 16, 10, 14, 16, 16), dropout=0.0)
+
+
+@register_model
+def gap_tiny() -> nn.Module:
+    """Step 6: the final recipe on 12 channels at most; under 5,000 params."""
+    return _gap_net((8, 12, 8, 12, 12, 12), dropout=0.0)
