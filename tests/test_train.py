@@ -17,27 +17,6 @@ from mnistlab.train import resume_run, start_run
 TIMING_KEYS = ("seconds", "images_per_s")
 
 
-@pytest.fixture
-def data_dir(tmp_path: Path, write_idx) -> Path:
-    """A small learnable dataset: each class is a bright square at its own place, plus noise."""
-    rng = np.random.default_rng(0)
-
-    def make(n: int) -> tuple[np.ndarray, np.ndarray]:
-        labels = np.arange(n) % 10
-        images = rng.integers(0, 60, (n, 28, 28))
-        for i, label in enumerate(labels):
-            row, col = divmod(int(label), 5)
-            images[i, 4 + 10 * row : 12 + 10 * row, 2 + 5 * col : 7 + 5 * col] = 255
-        return images, labels
-
-    raw = tmp_path / "data" / "MNIST" / "raw"
-    for prefix, n in (("train", 320), ("t10k", 100)):
-        images, labels = make(n)
-        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
-        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
-    return tmp_path / "data"
-
-
 def small_config(**changes) -> Config:
     """Dropout, augmentation and a per-batch schedule: every source of state resume must restore."""
     data = {
