@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 EXPERIMENT ?= experiments/05-final.toml
+TRAIN_FLAGS ?=
 
 .PHONY: run test lint format fetch bench clean ship
 
@@ -23,7 +24,7 @@ fetch: $(VENV)/.installed
 	$(BIN)/mnistlab data fetch
 
 run: fetch
-	$(BIN)/mnistlab train $(EXPERIMENT)
+	$(BIN)/mnistlab train $(EXPERIMENT) $(TRAIN_FLAGS)
 
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
