@@ -102,3 +102,19 @@ def gap_wide() -> nn.Module:
 def gap_tiny() -> nn.Module:
     """Step 6: the final recipe on 12 channels at most; under 5,000 params."""
     return _gap_net((8, 12, 8, 12, 12, 12), dropout=0.0)
+
+
+@register_model
+def gap_final() -> nn.Module:
+    """Step 7: 16 channels after the squeeze and an 8x8 map under the average; < 8k params."""
+    return Chain(
+        conv_block(1, 8),  # 26x26, RF 3
+        conv_block(8, 16),  # 24x24, RF 5
+        nn.MaxPool2d(2, 2),  # 12x12, RF 6, jump 2
+        conv_block(16, 10, kernel=1),  # squeeze
+        conv_block(10, 16),  # 10x10, RF 10
+        conv_block(16, 16),  # 8x8, RF 14
+        conv_block(16, 16, padding=1),  # 8x8, RF 18: padding keeps the map for the average
+        nn.AdaptiveAvgPool2d(1),  # 1x1, RF 32
+        nn.Conv2d(16, 10, 1, bias=False),
+    )
