@@ -133,6 +133,7 @@ def summarize_run(run: Run) -> dict[str, Any]:
     reached = [r["epoch"] for r in metrics if r["test_acc"] >= TARGET_ACC]
     return {
         "name": run.name,
+        "experiment": run.config.get("name", run.name),
         "model": run.info.get("model", run.config.get("model")),
         "params": run.info["params"],
         "macs": run.info["macs"],

@@ -178,14 +178,33 @@ def curves_figure(run: Run) -> Figure:
 
 
 def params_figure(rows: list[dict[str, Any]]) -> Figure:
-    """Last-epochs test accuracy against parameter count, one labelled point per run."""
+    """Last-epochs test accuracy against parameter count: a point per run, a label per experiment.
+
+    Runs of one experiment (seeds) share a label. Runs below the axis floor (a partial seed run
+    after one epoch, say) sit on the floor as a down-pointing triangle, their value in the label.
+    """
     fig = new_figure(FIGSIZES["params"])
     ax = fig.subplots()
+    floor = ACC_FLOOR + 1.5
+    experiments: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        x, y = row["params"], row["last3_test_acc"]
-        ax.scatter([x], [y], color="C0" if row["finished"] else "white", edgecolors="C0", zorder=3)
-        label = row["name"] if row["finished"] else f"{row['name']} (partial)"
-        ax.annotate(label, (x, y), xytext=(6, 6), textcoords="offset points", fontsize=9)
+        experiments.setdefault(row["experiment"], []).append(row)
+    for name, group in experiments.items():
+        for row in group:
+            x, y = row["params"], row["last3_test_acc"]
+            face = "C0" if row["finished"] else "white"
+            marker = "v" if y < floor else "o"
+            ax.scatter([x], [max(y, floor)], color=face, edgecolors="C0", marker=marker, zorder=3)
+        label = name if len(group) == 1 else f"{name} ({len(group)} runs)"
+        if any(not row["finished"] for row in group):
+            label += ", partial"
+        lowest = min(row["last3_test_acc"] for row in group)
+        if lowest < floor:
+            label += f": {lowest:.2f}%"
+        top = max(max(row["last3_test_acc"] for row in group), floor)
+        ax.annotate(
+            label, (group[0]["params"], top), xytext=(6, 6), textcoords="offset points", fontsize=9
+        )
     ax.axhline(TARGET_ACC, color="grey", linestyle="--", linewidth=1, label=f"{TARGET_ACC}%")
     ax.set_xscale("log")
     ax.margins(x=0.25, y=0.2)  # room for the point labels
