@@ -54,3 +54,6 @@ RUNS := results/seed results/01-skeleton results/02-batchnorm results/03-gap-dro
 report: $(VENV)/.installed
 	$(BIN)/mnistlab compare $(RUNS) --format markdown --out results/compare.md
 	$(BIN)/mnistlab report $(RUNS) --final results/07-final-seed1 --out reports
+	$(BIN)/mnistlab predict examples/digits/*.png examples/digits/*.jpg examples/digits/*.gif \
+		examples/digits/*.bmp > examples/digits/predict.txt
+	$(BIN)/python tools/splice_readme.py README.md
