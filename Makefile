@@ -53,6 +53,7 @@ RUNS := results/seed results/01-skeleton results/02-batchnorm results/03-gap-dro
 	results/07-final-seed1 results/07-final-seed2 results/07-final-seed3
 report: $(VENV)/.installed
 	$(BIN)/mnistlab compare $(RUNS) --format markdown --out results/compare.md
+	$(BIN)/mnistlab summary seed > results/seed-summary.txt
 	$(BIN)/mnistlab report $(RUNS) --final results/07-final-seed1 --out reports
 	$(BIN)/mnistlab predict examples/digits/*.png examples/digits/*.jpg examples/digits/*.gif \
 		examples/digits/*.bmp > examples/digits/predict.txt
