@@ -211,7 +211,7 @@ def test_resume_refuses_changed_recipe(tmp_path: Path, capsys) -> None:
 
 @pytest.mark.realdata
 def test_short_training_learns_real_digits(tmp_path: Path) -> None:
-    """Two epochs on 6,000 real training images take the final model past 95% test accuracy."""
+    """Two epochs on 6,000 real training images take a compact model past 95% test accuracy."""
     cfg = from_dict(
         {
             "model": "gap_wide",
