@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
-EXPERIMENT ?= experiments/08-final.toml
+EXPERIMENT ?= experiments/09-deep.toml
 TRAIN_FLAGS ?=
 
 .PHONY: run test lint format fetch bench clean ship report
@@ -43,18 +43,19 @@ clean:
 	rm -rf $(VENV) build dist src/*.egg-info
 
 # Ship a finished run's weights inside the package (used by `mnistlab predict` and `export`).
-SHIP_RUN ?= results/08-final-seed1
+SHIP_RUN ?= results/09-deep-seed1
 ship: $(VENV)/.installed
 	$(BIN)/python -c "import sys; from mnistlab.checkpoint import ship_model; ship_model(sys.argv[1])" $(SHIP_RUN)
 
 # Regenerate the committed comparison table and report from the committed run directories.
 RUNS := results/seed results/01-skeleton results/02-batchnorm results/03-gap-dropout \
 	results/04-augment results/05-final-seed1 results/05-final-seed2 results/06-tiny \
-	results/07-final-seed1 results/08-final-seed1 results/08-final-seed2 results/08-final-seed3
+	results/07-final-seed1 results/08-final-seed1 results/08-final-seed2 results/08-final-seed3 \
+	results/09-deep-seed1 results/09-deep-seed2 results/09-deep-seed3
 report: $(VENV)/.installed
 	$(BIN)/mnistlab compare $(RUNS) --format markdown --out results/compare.md
 	$(BIN)/mnistlab summary seed > results/seed-summary.txt
-	$(BIN)/mnistlab report $(RUNS) --final results/08-final-seed1 --out reports
+	$(BIN)/mnistlab report $(RUNS) --final results/09-deep-seed1 --out reports
 	$(BIN)/mnistlab predict examples/digits/*.png examples/digits/*.jpg examples/digits/*.gif \
 		examples/digits/*.bmp > examples/digits/predict.txt
 	$(BIN)/python tools/splice_readme.py README.md
