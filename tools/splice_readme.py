@@ -1,8 +1,8 @@
 """Copy generated files into README.md between include markers, so no result is typed by hand.
 
-    <!-- include: results/compare.md -->
-    ...replaced by the file's text (inside a code fence for .txt files)...
-    <!-- end include -->
+<!-- include: results/compare.md -->
+...replaced by the file's text (inside a code fence for .txt files)...
+<!-- end include -->
 """
 
 import re
