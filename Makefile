@@ -57,5 +57,5 @@ report: $(VENV)/.installed
 	$(BIN)/mnistlab summary seed > results/seed-summary.txt
 	$(BIN)/mnistlab report $(RUNS) --final results/09-deep-seed1 --out reports
 	$(BIN)/mnistlab predict examples/digits/*.png examples/digits/*.jpg examples/digits/*.gif \
-		examples/digits/*.bmp > examples/digits/predict.txt
+		examples/digits/*.bmp > results/predict-examples.txt
 	$(BIN)/python tools/splice_readme.py README.md
