@@ -50,6 +50,7 @@ ship: $(VENV)/.installed
 # Regenerate the committed comparison table and report from the committed run directories.
 RUNS := results/seed results/01-skeleton results/02-batchnorm results/03-gap-dropout \
 	results/04-augment results/05-final-seed1 results/05-final-seed2 results/06-tiny \
+	results/06-tiny-seed2 results/06-tiny-seed3 \
 	results/07-final-seed1 results/08-final-seed1 results/08-final-seed2 results/08-final-seed3 \
 	results/09-deep-seed1 results/09-deep-seed2 results/09-deep-seed3
 report: $(VENV)/.installed
