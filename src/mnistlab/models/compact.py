@@ -70,14 +70,21 @@ def skeleton_bn() -> nn.Module:
     )
 
 
-def _gap_net(width: tuple[int, int, int, int, int, int], dropout: float) -> nn.Module:
-    """Two 3x3 convs, pool, 1x1 squeeze, three 3x3 convs, global average pool, 1x1 head."""
-    c1, c2, t, c3, c4, c5 = width
-    return Chain(
+def _stem(c1: int, c2: int, squeeze: int, dropout: float = 0.0) -> list[nn.Module]:
+    """The GAP networks' start: two 3x3 convs at full size, max-pool at RF 6, 1x1 squeeze."""
+    return [
         conv_block(1, c1, dropout=dropout),  # 26x26, RF 3
         conv_block(c1, c2, dropout=dropout),  # 24x24, RF 5
         nn.MaxPool2d(2, 2),  # 12x12, RF 6, jump 2
-        conv_block(c2, t, kernel=1, dropout=dropout),  # squeeze
+        conv_block(c2, squeeze, kernel=1, dropout=dropout),
+    ]
+
+
+def _gap_net(width: tuple[int, int, int, int, int, int], dropout: float) -> nn.Module:
+    """The stem, three 3x3 convs, global average pool, 1x1 head."""
+    c1, c2, t, c3, c4, c5 = width
+    return Chain(
+        *_stem(c1, c2, t, dropout),
         conv_block(t, c3, dropout=dropout),  # 10x10, RF 10
         conv_block(c3, c4, dropout=dropout),  # 8x8, RF 14
         conv_block(c4, c5, dropout=dropout),  # 6x6, RF 18
@@ -108,10 +115,7 @@ def gap_tiny() -> nn.Module:
 def gap_final() -> nn.Module:
     """Step 7: 16 channels after the squeeze and an 8x8 map under the average; < 8k params."""
     return Chain(
-        conv_block(1, 8),  # 26x26, RF 3
-        conv_block(8, 16),  # 24x24, RF 5
-        nn.MaxPool2d(2, 2),  # 12x12, RF 6, jump 2
-        conv_block(16, 10, kernel=1),  # squeeze
+        *_stem(8, 16, 10),
         conv_block(10, 16),  # 10x10, RF 10
         conv_block(16, 16),  # 8x8, RF 14
         conv_block(16, 16, padding=1),  # 8x8, RF 18: padding keeps the map for the average
@@ -124,10 +128,7 @@ def gap_final() -> nn.Module:
 def gap_deep() -> nn.Module:
     """Step 9: one more 3x3 layer, narrower; each feature under the average sees 22 of 28 px."""
     return Chain(
-        conv_block(1, 8),  # 26x26, RF 3
-        conv_block(8, 16),  # 24x24, RF 5
-        nn.MaxPool2d(2, 2),  # 12x12, RF 6, jump 2
-        conv_block(16, 8, kernel=1),  # squeeze
+        *_stem(8, 16, 8),
         conv_block(8, 12),  # 10x10, RF 10
         conv_block(12, 14),  # 8x8, RF 14
         conv_block(14, 14),  # 6x6, RF 18
