@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from mnistlab import data
 
@@ -76,3 +77,17 @@ def data_dir(tmp_path: Path, write_idx) -> Path:
         write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
         write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
     return tmp_path / "data"
+
+
+@pytest.fixture(
+    params=[
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+        ),
+    ]
+)
+def device(request: pytest.FixtureRequest) -> torch.device:
+    """Each device the test can run on here: the CPU, and CUDA where there is one."""
+    return torch.device(request.param)

@@ -18,8 +18,12 @@ def test_notebook_dataset_gives_what_totensor_and_normalize_give(data_dir: Path)
     assert torch.allclose(x[0], expected)
 
 
-def test_bench_times_every_loop_and_relates_them_to_the_notebook(data_dir: Path) -> None:
-    result = bench("gap_tiny", batches=2, rounds=1, batch_size=16, device="cpu", data_dir=data_dir)
+def test_bench_times_every_loop_and_relates_them_to_the_notebook(
+    data_dir: Path, device: torch.device
+) -> None:
+    result = bench(
+        "gap_tiny", batches=2, rounds=1, batch_size=16, device=str(device), data_dir=data_dir
+    )
     rows = result["results"]
     assert set(rows) == {"notebook loop", "trainer", "trainer, no channels_last"}
     assert rows["notebook loop"]["epoch_ratio"] == 1.0

@@ -34,8 +34,10 @@ def small_config(**changes) -> Config:
     return from_dict(data)
 
 
-def train_to_end(cfg: Config, run_dir: Path, data_dir: Path) -> list[dict]:
-    start_run(cfg, run_dir, torch.device("cpu"), data_dir).run(progress=False)
+def train_to_end(
+    cfg: Config, run_dir: Path, data_dir: Path, device: torch.device = torch.device("cpu")
+) -> list[dict]:
+    start_run(cfg, run_dir, device, data_dir).run(progress=False)
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
@@ -71,17 +73,19 @@ def test_run_directory_has_every_file(tmp_path: Path, data_dir: Path) -> None:
     assert not list(run.glob("*.tmp")) and not list(run.glob(".*"))
 
 
-def test_same_seed_same_metrics(tmp_path: Path, data_dir: Path) -> None:
-    a = train_to_end(small_config(epochs=2), tmp_path / "a", data_dir)
-    b = train_to_end(small_config(epochs=2), tmp_path / "b", data_dir)
+def test_same_seed_same_metrics(tmp_path: Path, data_dir: Path, device: torch.device) -> None:
+    a = train_to_end(small_config(epochs=2), tmp_path / "a", data_dir, device)
+    b = train_to_end(small_config(epochs=2), tmp_path / "b", data_dir, device)
     assert without_timing(a) == without_timing(b)
     assert_same_weights(tmp_path / "a", tmp_path / "b")
-    c = train_to_end(small_config(epochs=2, seed=4), tmp_path / "c", data_dir)
+    c = train_to_end(small_config(epochs=2, seed=4), tmp_path / "c", data_dir, device)
     assert without_timing(a) != without_timing(c)
 
 
-def test_kill_and_resume_equals_uninterrupted(tmp_path: Path, data_dir: Path, monkeypatch) -> None:
-    uninterrupted = train_to_end(small_config(), tmp_path / "full", data_dir)
+def test_kill_and_resume_equals_uninterrupted(
+    tmp_path: Path, data_dir: Path, device: torch.device, monkeypatch
+) -> None:
+    uninterrupted = train_to_end(small_config(), tmp_path / "full", data_dir, device)
 
     original = train_module.Run.train_epoch
 
@@ -93,11 +97,11 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path: Path, data_dir: Path, mo
 
     monkeypatch.setattr(train_module.Run, "train_epoch", killed_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
-        start_run(small_config(), tmp_path / "killed", torch.device("cpu"), data_dir).run(False)
+        start_run(small_config(), tmp_path / "killed", device, data_dir).run(False)
     assert load_torch(tmp_path / "killed" / "checkpoint.pt")["epoch"] == 2
     monkeypatch.setattr(train_module.Run, "train_epoch", original)
 
-    run = resume_run(tmp_path / "killed", torch.device("cpu"), data_dir)
+    run = resume_run(tmp_path / "killed", device, data_dir)
     assert run.start_epoch == 3
     run.run(progress=False)
     metrics = (tmp_path / "killed" / "metrics.jsonl").read_text()
@@ -136,17 +140,22 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_cli_train_then_evaluate(tmp_path: Path, data_dir: Path, capsys) -> None:
+def test_cli_train_then_evaluate(
+    tmp_path: Path, data_dir: Path, device: torch.device, capsys
+) -> None:
     experiment = tmp_path / "exp.toml"
     experiment.write_text('model = "gap_wide"\nepochs = 1\nbatch_size = 32\n')
     args = ["train", str(experiment), "--out", str(tmp_path / "run"), "--quiet"]
+    args += ["--device", str(device)]
     code, out, _ = run_cli([*args, "--data-dir", str(data_dir), "--lr", "0.02"], capsys)
     assert code == 0
     assert "Test set: Average loss:" in out and "Accuracy: " in out and "/100 (" in out
     assert load_config(tmp_path / "run" / "config.toml").optimizer.lr == 0.02
 
     code, out, _ = run_cli(
-        ["evaluate", str(tmp_path / "run"), "--format", "json", "--data-dir", str(data_dir)], capsys
+        ["evaluate", str(tmp_path / "run"), "--format", "json", "--data-dir", str(data_dir)]
+        + ["--device", str(device)],
+        capsys,
     )
     assert code == 0
     result = json.loads(out)
@@ -155,6 +164,13 @@ def test_cli_train_then_evaluate(tmp_path: Path, data_dir: Path, capsys) -> None
     assert result["correct"] == np.trace(confusion) == 100 - len(result["misclassified"])
     metrics = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())
     assert result["accuracy"] == pytest.approx(metrics["test_acc"])
+
+    code, out, _ = run_cli(
+        ["evaluate", str(tmp_path / "run"), "--split", "train", "--data-dir", str(data_dir)], capsys
+    )
+    assert code == 0
+    assert out.startswith("Train set: Average loss:") and "/320 (" in out
+    assert "Misclassified train images" in out
 
 
 @pytest.mark.parametrize(

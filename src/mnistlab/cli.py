@@ -190,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="RUNDIR_OR_CHECKPOINT")
     p.add_argument("--format", default="text", choices=["text", "json"])
     p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument(
+        "--split",
+        default="test",
+        choices=["test", "train"],
+        help="images to evaluate on (train: how well the weights fit what they learned from)",
+    )
     add_device(p)
     add_data_dir(p)
     p.set_defaults(handler=cmd_evaluate)

@@ -1,4 +1,4 @@
-"""Test-set metrics: loss, accuracy, per-class accuracy, confusion matrix, misclassified digits."""
+"""Test-set (or train-set) metrics: loss, accuracy, per-class accuracy, confusion matrix, misclassified digits."""
 
 import argparse
 import json
@@ -45,8 +45,9 @@ def test_line(loss: float, correct: int, total: int, name: str = "Test") -> str:
     )
 
 
-def format_report(result: dict, classes: tuple[str, ...]) -> str:
-    lines = [test_line(result["loss"], result["correct"], result["total"]), ""]
+def format_report(result: dict, classes: tuple[str, ...], split: str = "test") -> str:
+    name = split.capitalize()
+    lines = [test_line(result["loss"], result["correct"], result["total"], name), ""]
     lines.append("Per-class accuracy:")
     for name, acc in zip(classes, result["per_class_accuracy"], strict=True):
         lines.append(f"  {name:>12}  {acc:6.2f}%")
@@ -57,7 +58,7 @@ def format_report(result: dict, classes: tuple[str, ...]) -> str:
         lines.append(f"  {i:>3} " + "".join(f"{v:>{width}}" for v in row))
     wrong = result["misclassified"]
     shown = ", ".join(str(i) for i in wrong[:50]) + (" ..." if len(wrong) > 50 else "")
-    lines += ["", f"Misclassified test images ({len(wrong)}): {shown}"]
+    lines += ["", f"Misclassified {split} images ({len(wrong)}): {shown}"]
     return "\n".join(lines)
 
 
@@ -69,7 +70,7 @@ def evaluate_from_cli(args: argparse.Namespace) -> None:
     device = pick_device(args.device)
     model, meta = load_model(args.target)
     spec = get_spec(meta.get("dataset", "mnist"))
-    images, labels = load_split(spec.name, train=False, root=args.data_dir)
+    images, labels = load_split(spec.name, train=args.split == "train", root=args.data_dir)
     loader = Loader(
         images,
         labels,
@@ -82,4 +83,4 @@ def evaluate_from_cli(args: argparse.Namespace) -> None:
     if args.format == "json":
         print(json.dumps(result))
     else:
-        print(format_report(result, spec.classes))
+        print(format_report(result, spec.classes, args.split))

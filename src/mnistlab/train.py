@@ -96,6 +96,11 @@ class Run:
 
     def __init__(self, cfg: Config, run_dir: Path, device: torch.device, data_dir=None) -> None:
         self.cfg, self.run_dir, self.device = cfg, Path(run_dir), device
+        if device.type == "cuda":
+            # Same seed, same numbers: cuDNN's autotuner and non-deterministic kernels would
+            # make two runs of one seed differ in the last bits, and then in the metrics.
+            torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.deterministic = True
         spec = get_spec(cfg.dataset)
         self.spec = spec
         train_images, train_labels = load_split(spec.name, train=True, root=data_dir)
