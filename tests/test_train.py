@@ -34,8 +34,11 @@ def small_config(**changes) -> Config:
     return from_dict(data)
 
 
+CPU = torch.device("cpu")
+
+
 def train_to_end(
-    cfg: Config, run_dir: Path, data_dir: Path, device: torch.device = torch.device("cpu")
+    cfg: Config, run_dir: Path, data_dir: Path, device: torch.device = CPU
 ) -> list[dict]:
     start_run(cfg, run_dir, device, data_dir).run(progress=False)
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -1,4 +1,4 @@
-"""Test-set (or train-set) metrics: loss, accuracy, per-class accuracy, confusion matrix, misclassified digits."""
+"""Metrics of a split: loss, accuracy, per-class accuracy, confusion matrix, misclassified."""
 
 import argparse
 import json
