@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mnistlab.augment import Augment, affine_matrices, erase_masks, make_augment
+from mnistlab.augment import Augment, affine_grid, affine_matrices, erase_masks, make_augment
 from mnistlab.config import AugmentConfig
 from mnistlab.data import Loader
 
@@ -135,3 +135,12 @@ def test_loader_augments_images_and_keeps_labels():
         assert torch.equal(ay, y) and torch.equal(by, y)
         assert ax.shape == x.shape and not torch.equal(ax, x)
         assert torch.equal(ax, bx)  # the same (seed, epoch) augments the same way
+
+
+@pytest.mark.parametrize("size", [[128, 1, 28, 28], [5, 1, 28, 28], [3, 2, 17, 9]])
+def test_affine_grid_is_torchs_bit_for_bit(size) -> None:
+    generator = torch.Generator().manual_seed(size[0])
+    for scale in (1e-3, 1.0, 30.0):
+        theta = torch.randn(size[0], 2, 3, generator=generator) * scale
+        expected = F.affine_grid(theta, size, align_corners=False)
+        assert torch.equal(affine_grid(theta, size), expected)
