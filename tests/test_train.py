@@ -113,6 +113,21 @@ def test_kill_and_resume_equals_uninterrupted(
     assert_same_weights(tmp_path / "full", tmp_path / "killed")
 
 
+def test_compiled_run_is_deterministic_and_resumes_compiled(
+    tmp_path: Path, data_dir: Path, device: torch.device
+) -> None:
+    cfg = small_config(epochs=2, model="gap_tiny")
+    runs = []
+    for name in ("a", "b"):
+        start_run(cfg, tmp_path / name, device, data_dir, compile=True).run(progress=False)
+        runs.append([json.loads(line) for line in (tmp_path / name / "metrics.jsonl").open()])
+    assert without_timing(runs[0]) == without_timing(runs[1])
+    assert runs[0][-1]["test_acc"] > 50  # it learns: 10 classes, chance is 10%
+    assert json.loads((tmp_path / "a" / "run.json").read_text())["compile"] is True
+    assert "_orig_mod" not in str(list(weights(tmp_path / "a")))  # plain weight names
+    assert resume_run(tmp_path / "a", device, data_dir).compiled
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(
     tmp_path: Path, data_dir: Path, monkeypatch
 ) -> None:
@@ -226,6 +241,15 @@ def test_checkpoint_of_another_architecture_is_a_clear_error(
 def test_resume_refuses_changed_recipe(tmp_path: Path, capsys) -> None:
     code, _, err = run_cli(["train", "--resume", str(tmp_path), "--epochs", "5"], capsys)
     assert code == 1 and "--epochs" in err
+    code, _, err = run_cli(["train", "--resume", str(tmp_path), "--compile"], capsys)
+    assert code == 1 and "drop --compile" in err
+
+
+def test_compile_without_a_compiler_is_one_line_error(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    code, out, err = run_cli(["train", "--compile", "--out", str(tmp_path / "run")], capsys)
+    assert code == 1 and "needs the C++ compiler" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.realdata

@@ -21,7 +21,7 @@ from mnistlab.checkpoint import atomic_write_text
 from mnistlab.config import Config
 from mnistlab.data import get_spec, load_split
 from mnistlab.models import create_model
-from mnistlab.train import Run, pick_device
+from mnistlab.train import Run, check_compiler, pick_device
 
 
 class NotebookMNIST(torch.utils.data.Dataset):
@@ -62,7 +62,13 @@ def notebook_loop(model, loader, optimizer, device, max_batches: int) -> int:
 
 
 def bench(
-    model_name: str, batches: int, rounds: int, batch_size: int, device, data_dir=None
+    model_name: str,
+    batches: int,
+    rounds: int,
+    batch_size: int,
+    device,
+    data_dir=None,
+    compile: bool = False,
 ) -> dict:
     device = torch.device(device)
     spec = get_spec("mnist")
@@ -85,7 +91,11 @@ def bench(
                 data_dir,
             ),
         }
-        # Untimed warm-up: the first batches pay for kernel selection and (on CUDA) handles.
+        if compile:
+            config = Config(model=model_name, batch_size=batch_size, seed=0)
+            variants["trainer, compiled"] = Run(config, Path(tmp), device, data_dir, compile=True)
+        # Untimed warm-up: the first batches pay for kernel selection, (on CUDA) handles and
+        # (compiled) the compilation.
         notebook_loop(notebook_model, notebook_data, notebook_opt, device, 2)
         for run in variants.values():
             run.train_epoch(0, progress=False, max_batches=2)
@@ -139,6 +149,8 @@ def format_bench(result: dict) -> str:
 def bench_from_cli(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.compile:
+        check_compiler()
     result = bench(
         args.model,
         args.batches,
@@ -146,6 +158,7 @@ def bench_from_cli(args: argparse.Namespace) -> None:
         args.batch_size,
         pick_device(args.device),
         args.data_dir,
+        args.compile,
     )
     text = format_bench(result)
     print(text)

@@ -182,6 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, metavar="RUNDIR", help="continue a stopped run")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="train through torch.compile (faster epochs after a one-time compile; needs a C++ "
+        "compiler on the CPU)",
+    )
     add_device(p)
     add_data_dir(p)
     p.set_defaults(handler=cmd_train)
@@ -204,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", nargs="?", default="seed")
     p.add_argument("--batches", type=int, default=50, help="batches per timed round")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of each loop")
+    p.add_argument("--compile", action="store_true", help="also time the trainer compiled")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default=None, help="also write the result as JSON here")

@@ -2,8 +2,8 @@
 
 Speed comes from keeping the data on the device as tensors (no DataLoader, no per-sample
 Python), counting train accuracy from the same forward pass the loss uses (the seed notebook
-ran the model twice per batch), and channels_last memory format. `mnistlab bench` measures
-each against the notebook's loop.
+ran the model twice per batch), channels_last memory format, and optionally torch.compile
+(`--compile`). `mnistlab bench` measures each against the notebook's loop.
 """
 
 import argparse
@@ -94,7 +94,9 @@ def nll_loss(log_probs: torch.Tensor, target: torch.Tensor, smoothing: float) ->
 class Run:
     """Everything one training run needs, built from a config (the run directory is its record)."""
 
-    def __init__(self, cfg: Config, run_dir: Path, device: torch.device, data_dir=None) -> None:
+    def __init__(
+        self, cfg: Config, run_dir: Path, device: torch.device, data_dir=None, compile=False
+    ) -> None:
         self.cfg, self.run_dir, self.device = cfg, Path(run_dir), device
         if device.type == "cuda":
             # Same seed, same numbers: cuDNN's autotuner and non-deterministic kernels would
@@ -135,6 +137,11 @@ class Run:
         if cfg.channels_last:
             # NHWC lets oneDNN/cuDNN pick faster convolution kernels (see `mnistlab bench`).
             self.model = self.model.to(memory_format=torch.channels_last)
+        # Training steps go through the compiled module; it shares the model's parameters, so
+        # checkpoints and evaluation use the plain model. Inductor fuses each ReLU + BatchNorm
+        # pair, forward and backward, into one pass over the activations (see `mnistlab bench`).
+        self.compiled = compile
+        self.train_model = torch.compile(self.model) if compile else self.model
         self.optimizer = make_optimizer(cfg, self.model)
         self.scheduler, self.per_batch = make_scheduler(cfg, self.optimizer, len(self.train_loader))
         self.start_epoch = 1
@@ -188,7 +195,7 @@ class Run:
         self, epoch: int, progress: bool, max_batches: int | None = None
     ) -> tuple[float, float]:
         """One pass over the training set (or its first `max_batches`): (mean loss, accuracy %)."""
-        model, optimizer, loader = self.model, self.optimizer, self.train_loader
+        model, optimizer, loader = self.train_model, self.optimizer, self.train_loader
         model.train()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
@@ -301,14 +308,29 @@ def _update_run_info(run_dir: Path, **changes) -> None:
     atomic_write_text(path, json.dumps(info, indent=2) + "\n")
 
 
-def start_run(cfg: Config, run_dir: Path, device: torch.device, data_dir=None, threads=None) -> Run:
+def check_compiler() -> None:
+    """torch.compile builds its kernels with a C++ compiler; say so before a long traceback."""
+    import shutil
+
+    from torch._inductor import config as inductor_config
+
+    compiler = inductor_config.cpp.cxx[-1]
+    if not shutil.which(compiler):
+        raise MnistlabError(
+            f"--compile needs the C++ compiler {compiler} on the PATH; install it or drop --compile"
+        )
+
+
+def start_run(
+    cfg: Config, run_dir: Path, device: torch.device, data_dir=None, compile: bool = False
+) -> Run:
     """Create a new run directory (config.toml, run.json) and the Run for it."""
     run_dir = Path(run_dir)
     if (run_dir / "metrics.jsonl").exists():
         raise MnistlabError(
             f"{run_dir}: already holds a run; use --resume {run_dir} or another --out"
         )
-    run = Run(cfg, run_dir, device, data_dir)
+    run = Run(cfg, run_dir, device, data_dir, compile)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.toml", dumps_toml(to_dict(cfg)))
     stats = model_stats(create_model(cfg.model), (1, 28, 28))
@@ -321,6 +343,7 @@ def start_run(cfg: Config, run_dir: Path, device: torch.device, data_dir=None, t
         device=str(device),
         torch=torch.__version__,
         threads=torch.get_num_threads(),
+        compile=compile,
         epochs_planned=cfg.epochs,
         finished=False,
     )
@@ -328,7 +351,10 @@ def start_run(cfg: Config, run_dir: Path, device: torch.device, data_dir=None, t
 
 
 def resume_run(run_dir: Path, device: torch.device, data_dir=None) -> Run:
-    """Rebuild a stopped run from its directory and restore its last checkpoint."""
+    """Rebuild a stopped run from its directory and restore its last checkpoint.
+
+    A run started with --compile goes on compiled: the same kernels, the same numbers.
+    """
     run_dir = Path(run_dir)
     config_path = run_dir / "config.toml"
     if not config_path.is_file():
@@ -336,7 +362,11 @@ def resume_run(run_dir: Path, device: torch.device, data_dir=None) -> Run:
     import tomllib
 
     cfg = from_dict(tomllib.loads(config_path.read_text()), str(config_path))
-    run = Run(cfg, run_dir, device, data_dir)
+    info_path = run_dir / "run.json"
+    compile = (
+        json.loads(info_path.read_text()).get("compile", False) if info_path.is_file() else False
+    )
+    run = Run(cfg, run_dir, device, data_dir, compile)
     if (run_dir / "checkpoint.pt").exists():
         run.load_checkpoint()
     return run
@@ -346,6 +376,8 @@ def train_from_cli(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
+    if args.compile:
+        check_compiler()
     if args.resume:
         changed = [
             k
@@ -360,6 +392,7 @@ def train_from_cli(args: argparse.Namespace) -> None:
                 "limit_train",
                 "limit_test",
                 "out",
+                "compile",
             )
             if getattr(args, k)
         ]
@@ -385,11 +418,11 @@ def train_from_cli(args: argparse.Namespace) -> None:
         )
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir = Path(args.out) if args.out else Path("runs") / f"{cfg.name}-{stamp}"
-        run = start_run(cfg, run_dir, device, args.data_dir)
+        run = start_run(cfg, run_dir, device, args.data_dir, args.compile)
         print(format_table(summarize(create_model(cfg.model))))
         print(
-            f"Training {cfg.name} ({cfg.model}) on {device}, "
-            f"{torch.get_num_threads()} threads -> {run_dir}"
+            f"Training {cfg.name} ({cfg.model}) on {device}, {torch.get_num_threads()} threads"
+            f"{', compiled' if args.compile else ''} -> {run_dir}"
         )
     last = run.run(progress=not args.quiet)
     print(f"Done: test accuracy {last['test_acc']:.2f}%, run directory {run.run_dir}")
