@@ -13,6 +13,7 @@ from mnistlab.compare import (
     format_table,
     load_run,
     summarize_run,
+    trained_on,
 )
 from mnistlab.errors import MnistlabError
 
@@ -143,6 +144,7 @@ def test_markdown_table_has_a_header_a_rule_and_one_row_per_run():
         "gap": "+0.45",
         "first ≥99.4": "—",
         "s/epoch": "48.1",
+        "trained on": "cpu, 2 threads",
         "finished": "yes",
     }
     assert lines[2 + len(rows) :] == ["", *LEGEND.splitlines()]
@@ -222,3 +224,12 @@ def test_last_3_validation_mean_when_the_run_held_images_out():
     run = load_run(RUNS / "03-final")
     val = [r["val_acc"] for r in run.metrics[-3:]]
     assert summarize_run(run)["last3_val_acc"] == pytest.approx(sum(val) / 3)
+
+
+def test_trained_on_names_device_threads_and_compilation():
+    assert trained_on({"device": "cpu", "threads": 1}) == "cpu, 1 thread"
+    assert (
+        trained_on({"device": "cpu", "threads": 2, "compile": True}) == "cpu, 2 threads, compiled"
+    )
+    assert trained_on({"device": "cuda", "threads": 16, "compile": False}) == "cuda"
+    assert trained_on({}) == "?"

@@ -36,6 +36,7 @@ HEADERS = [
     "gap",
     f"first ≥{TARGET_ACC}",
     "s/epoch",
+    "trained on",
     "finished",
 ]
 LEGEND = "\n".join(
@@ -46,6 +47,7 @@ LEGEND = "\n".join(
         f"last-{LAST_N} val = the same on the validation images held out of training "
         "(— when the run held none out).",
         f"first ≥{TARGET_ACC} = first epoch with test accuracy ≥ {TARGET_ACC}%.",
+        "trained on = device, and CPU threads (s/epoch depends on both; so do the last digits).",
     ]
 )
 FORMATS = ("text", "markdown", "json")
@@ -153,8 +155,19 @@ def summarize_run(run: Run) -> dict[str, Any]:
         "train_test_gap": round(best_train - best["test_acc"], 4),  # best train − best test
         "first_epoch_target": reached[0] if reached else None,
         "seconds_per_epoch": round(sum(r["seconds"] for r in metrics) / len(metrics), 4),
+        "trained_on": trained_on(run.info),
         "finished": run.finished,
     }
+
+
+def trained_on(info: dict[str, Any]) -> str:
+    """'cpu, 2 threads', 'cpu, 1 thread, compiled', 'cuda', from a run.json."""
+    parts = [info.get("device", "?")]
+    if parts[0] == "cpu" and "threads" in info:
+        parts.append(f"{info['threads']} thread{'s' if info['threads'] != 1 else ''}")
+    if info.get("compile"):
+        parts.append("compiled")
+    return ", ".join(parts)
 
 
 def _cells(row: dict[str, Any]) -> list[str]:
@@ -174,6 +187,7 @@ def _cells(row: dict[str, Any]) -> list[str]:
         f"{row['train_test_gap']:+.2f}",
         "—" if first is None else str(first),
         f"{row['seconds_per_epoch']:.1f}",
+        row["trained_on"],
         "yes" if row["finished"] else "no",
     ]
 
