@@ -48,13 +48,15 @@ ship: $(VENV)/.installed
 	$(BIN)/python -c "import sys; from mnistlab.checkpoint import ship_model; ship_model(sys.argv[1])" $(SHIP_RUN)
 
 # Regenerate the committed comparison table and report from the committed run directories.
-RUNS := results/seed results/01-skeleton results/02-batchnorm results/03-gap-dropout \
+RUNS := results/seed results/seed-cpu results/01-skeleton results/02-batchnorm results/03-gap-dropout \
 	results/04-augment results/05-final-seed1 results/05-final-seed2 results/06-tiny \
 	results/06-tiny-seed2 results/06-tiny-seed3 \
 	results/07-final-seed1 results/08-final-seed1 results/08-final-seed2 results/08-final-seed3 \
 	results/09-deep-seed1 results/09-deep-seed2 results/09-deep-seed3
 report: $(VENV)/.installed
 	$(BIN)/mnistlab compare $(RUNS) --format markdown --out results/compare.md
+	$(BIN)/mnistlab compare results/timing --format markdown --out results/timing/compare.md
+	$(BIN)/mnistlab compare results/cuda --format markdown --out results/cuda/compare.md
 	$(BIN)/mnistlab summary seed > results/seed-summary.txt
 	$(BIN)/mnistlab report $(RUNS) --final results/09-deep-seed1 --out reports
 	$(BIN)/mnistlab predict examples/digits/*.png examples/digits/*.jpg examples/digits/*.gif \

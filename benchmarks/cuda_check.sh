@@ -16,7 +16,7 @@ work=$(mktemp -d)
 
 nvidia-smi -L
 $python -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
-$python -m pytest -q -p no:cacheprovider tests/test_train.py tests/test_bench.py -k cuda
+$python -m pytest -o addopts= -q -p no:cacheprovider tests/test_train.py tests/test_bench.py -k cuda
 
 run() {  # run NAME ARGS...: train into $work/NAME, then pack it
     local name=$1

@@ -144,6 +144,7 @@ def test_markdown_table_has_a_header_a_rule_and_one_row_per_run():
         "gap": "+0.45",
         "first ≥99.4": "—",
         "s/epoch": "48.1",
+        "train s": "193",
         "trained on": "cpu, 2 threads",
         "finished": "yes",
     }

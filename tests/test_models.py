@@ -27,7 +27,7 @@ def test_experiments_exist_for_the_seed_and_the_drill_down() -> None:
     names = [path.stem for path in EXPERIMENTS]
     assert "seed" in names
     steps = [n for n in names if n[:2].isdigit()]
-    assert 4 <= len(steps) <= 9 and steps == sorted(steps)
+    assert len(steps) >= 4 and steps == sorted(steps)
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)

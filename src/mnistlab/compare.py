@@ -36,6 +36,7 @@ HEADERS = [
     "gap",
     f"first ≥{TARGET_ACC}",
     "s/epoch",
+    "train s",
     "trained on",
     "finished",
 ]
@@ -47,6 +48,7 @@ LEGEND = "\n".join(
         f"last-{LAST_N} val = the same on the validation images held out of training "
         "(— when the run held none out).",
         f"first ≥{TARGET_ACC} = first epoch with test accuracy ≥ {TARGET_ACC}%.",
+        "train s = seconds of training in all epochs (evaluation not included).",
         "trained on = device, and CPU threads (s/epoch depends on both; so do the last digits).",
     ]
 )
@@ -155,6 +157,7 @@ def summarize_run(run: Run) -> dict[str, Any]:
         "train_test_gap": round(best_train - best["test_acc"], 4),  # best train − best test
         "first_epoch_target": reached[0] if reached else None,
         "seconds_per_epoch": round(sum(r["seconds"] for r in metrics) / len(metrics), 4),
+        "train_seconds": round(sum(r["seconds"] for r in metrics), 3),
         "trained_on": trained_on(run.info),
         "finished": run.finished,
     }
@@ -187,6 +190,7 @@ def _cells(row: dict[str, Any]) -> list[str]:
         f"{row['train_test_gap']:+.2f}",
         "—" if first is None else str(first),
         f"{row['seconds_per_epoch']:.1f}",
+        f"{row['train_seconds']:.0f}",
         row["trained_on"],
         "yes" if row["finished"] else "no",
     ]

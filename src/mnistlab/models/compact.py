@@ -136,3 +136,17 @@ def gap_deep() -> nn.Module:
         nn.AdaptiveAvgPool2d(1),  # 1x1, RF 28
         nn.Conv2d(14, 10, 1, bias=False),
     )
+
+
+@register_model
+def gap_deep_tiny() -> nn.Module:
+    """Step 10: 09's depth at 06's width, 10-12 channels after the squeeze; under 5,000 params."""
+    return Chain(
+        *_stem(8, 12, 8),
+        conv_block(8, 10),  # 10x10, RF 10
+        conv_block(10, 10),  # 8x8, RF 14
+        conv_block(10, 10),  # 6x6, RF 18
+        conv_block(10, 12),  # 4x4, RF 22
+        nn.AdaptiveAvgPool2d(1),  # 1x1, RF 28
+        nn.Conv2d(12, 10, 1, bias=False),
+    )
