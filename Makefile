@@ -52,7 +52,10 @@ RUNS := results/seed results/seed-cpu results/01-skeleton results/02-batchnorm r
 	results/04-augment results/05-final-seed1 results/05-final-seed2 results/06-tiny \
 	results/06-tiny-seed2 results/06-tiny-seed3 \
 	results/07-final-seed1 results/08-final-seed1 results/08-final-seed2 results/08-final-seed3 \
-	results/09-deep-seed1 results/09-deep-seed2 results/09-deep-seed3
+	results/09-deep-seed1 results/09-deep-seed2 results/09-deep-seed3 \
+	results/10-deep-tiny-seed1 results/10-deep-tiny-seed2 results/10-deep-tiny-seed3 \
+	results/11-smooth-seed1 results/11-smooth-seed2 results/11-smooth-seed3 \
+	results/12-tiny-smooth-seed1 results/12-tiny-smooth-seed2 results/12-tiny-smooth-seed3
 report: $(VENV)/.installed
 	$(BIN)/mnistlab compare $(RUNS) --format markdown --out results/compare.md
 	$(BIN)/mnistlab compare results/timing --format markdown --out results/timing/compare.md

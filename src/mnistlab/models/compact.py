@@ -124,29 +124,27 @@ def gap_final() -> nn.Module:
     )
 
 
+def _deep_net(stem: tuple[int, int, int], widths: tuple[int, int, int, int]) -> nn.Module:
+    """The stem, four 3x3 convs down to a 4x4 map, global average pool, 1x1 head."""
+    w1, w2, w3, w4 = widths
+    return Chain(
+        *_stem(*stem),
+        conv_block(stem[2], w1),  # 10x10, RF 10
+        conv_block(w1, w2),  # 8x8, RF 14
+        conv_block(w2, w3),  # 6x6, RF 18
+        conv_block(w3, w4),  # 4x4, RF 22
+        nn.AdaptiveAvgPool2d(1),  # 1x1, RF 28
+        nn.Conv2d(w4, 10, 1, bias=False),
+    )
+
+
 @register_model
 def gap_deep() -> nn.Module:
     """Step 9: one more 3x3 layer, narrower; each feature under the average sees 22 of 28 px."""
-    return Chain(
-        *_stem(8, 16, 8),
-        conv_block(8, 12),  # 10x10, RF 10
-        conv_block(12, 14),  # 8x8, RF 14
-        conv_block(14, 14),  # 6x6, RF 18
-        conv_block(14, 14),  # 4x4, RF 22
-        nn.AdaptiveAvgPool2d(1),  # 1x1, RF 28
-        nn.Conv2d(14, 10, 1, bias=False),
-    )
+    return _deep_net((8, 16, 8), (12, 14, 14, 14))
 
 
 @register_model
 def gap_deep_tiny() -> nn.Module:
     """Step 10: 09's depth at 06's width, 10-12 channels after the squeeze; under 5,000 params."""
-    return Chain(
-        *_stem(8, 12, 8),
-        conv_block(8, 10),  # 10x10, RF 10
-        conv_block(10, 10),  # 8x8, RF 14
-        conv_block(10, 10),  # 6x6, RF 18
-        conv_block(10, 12),  # 4x4, RF 22
-        nn.AdaptiveAvgPool2d(1),  # 1x1, RF 28
-        nn.Conv2d(12, 10, 1, bias=False),
-    )
+    return _deep_net((8, 12, 8), (10, 10, 10, 12))
