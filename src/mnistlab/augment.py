@@ -49,7 +49,7 @@ def affine_grid(theta: torch.Tensor, size: list[int]) -> torch.Tensor:
 
     affine_grid multiplies every pixel's (x, y, 1) by theta with a batched matmul whose inner
     size is 3, which the CPU's BLAS does slowly; two broadcast multiply-adds do the same sums
-    in the same order (2.1x faster for 128 images of 28x28 at 1 thread).
+    in the same order (2x faster for 128 images of 28x28 at 1 thread).
     """
     if theta.device.type != "cpu":
         return F.affine_grid(theta, size, align_corners=False)
