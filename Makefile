@@ -55,7 +55,9 @@ RUNS := results/seed results/seed-cpu results/01-skeleton results/02-batchnorm r
 	results/09-deep-seed1 results/09-deep-seed2 results/09-deep-seed3 \
 	results/10-deep-tiny-seed1 results/10-deep-tiny-seed2 results/10-deep-tiny-seed3 \
 	results/11-smooth-seed1 results/11-smooth-seed2 results/11-smooth-seed3 \
-	results/12-tiny-smooth-seed1 results/12-tiny-smooth-seed2 results/12-tiny-smooth-seed3
+	results/12-tiny-smooth-seed1 results/12-tiny-smooth-seed2 results/12-tiny-smooth-seed3 \
+	results/13-deep-steps-seed1 results/13-deep-steps-seed2 results/13-deep-steps-seed3 \
+	results/14-tiny-steps-seed1 results/14-tiny-steps-seed2 results/14-tiny-steps-seed3
 report: $(VENV)/.installed
 	$(BIN)/mnistlab compare $(RUNS) --format markdown --out results/compare.md
 	$(BIN)/mnistlab compare results/timing --format markdown --out results/timing/compare.md
