@@ -192,7 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_dir(p)
     p.set_defaults(handler=cmd_train)
 
-    p = sub.add_parser("evaluate", help="test metrics of a run directory or checkpoint")
+    p = sub.add_parser(
+        "evaluate", help="metrics of a run directory or checkpoint (test images, or --split train)"
+    )
     p.add_argument("target", metavar="RUNDIR_OR_CHECKPOINT")
     p.add_argument("--format", default="text", choices=["text", "json"])
     p.add_argument("--batch-size", type=int, default=1000)

@@ -46,8 +46,8 @@ def test_line(loss: float, correct: int, total: int, name: str = "Test") -> str:
 
 
 def format_report(result: dict, classes: tuple[str, ...], split: str = "test") -> str:
-    name = split.capitalize()
-    lines = [test_line(result["loss"], result["correct"], result["total"], name), ""]
+    title = split.capitalize()
+    lines = [test_line(result["loss"], result["correct"], result["total"], title), ""]
     lines.append("Per-class accuracy:")
     for name, acc in zip(classes, result["per_class_accuracy"], strict=True):
         lines.append(f"  {name:>12}  {acc:6.2f}%")
