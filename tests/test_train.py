@@ -245,6 +245,13 @@ def test_resume_refuses_changed_recipe(tmp_path: Path, capsys) -> None:
     assert code == 1 and "drop --compile" in err
 
 
+def test_damaged_run_json_is_one_line_error_on_resume(tmp_path: Path, data_dir: Path, capsys):
+    train_to_end(small_config(epochs=1), tmp_path / "run", data_dir)
+    (tmp_path / "run" / "run.json").write_text("{not json")
+    code, _, err = run_cli(["train", "--resume", str(tmp_path / "run")], capsys)
+    assert code == 1 and "run.json: cannot read JSON" in err and len(err.strip().splitlines()) == 1
+
+
 def test_compile_without_a_compiler_is_one_line_error(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setattr("shutil.which", lambda name: None)
     code, out, err = run_cli(["train", "--compile", "--out", str(tmp_path / "run")], capsys)

@@ -6,6 +6,7 @@ seconds per epoch is the result.
 """
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -80,19 +81,14 @@ def bench(
         NotebookMNIST(images, labels, spec.mean, spec.std), batch_size=batch_size, shuffle=True
     )
     with tempfile.TemporaryDirectory() as tmp:
+        config = Config(model=model_name, batch_size=batch_size, seed=0)
         variants = {
-            "trainer": Run(
-                Config(model=model_name, batch_size=batch_size, seed=0), Path(tmp), device, data_dir
-            ),
+            "trainer": Run(config, Path(tmp), device, data_dir),
             "trainer, no channels_last": Run(
-                Config(model=model_name, batch_size=batch_size, seed=0, channels_last=False),
-                Path(tmp),
-                device,
-                data_dir,
+                dataclasses.replace(config, channels_last=False), Path(tmp), device, data_dir
             ),
         }
         if compile:
-            config = Config(model=model_name, batch_size=batch_size, seed=0)
             variants["trainer, compiled"] = Run(config, Path(tmp), device, data_dir, compile=True)
         # Untimed warm-up: the first batches pay for kernel selection, (on CUDA) handles and
         # (compiled) the compilation.

@@ -25,6 +25,7 @@ from mnistlab.checkpoint import (
     atomic_write_bytes,
     atomic_write_text,
     load_torch,
+    read_json,
     read_metrics,
     save_model,
     save_torch,
@@ -303,11 +304,16 @@ def _read_records(run_dir: Path) -> list[dict]:
     return read_metrics(run_dir) if (run_dir / "metrics.jsonl").is_file() else []
 
 
-def _update_run_info(run_dir: Path, **changes) -> None:
+def _read_run_info(run_dir: Path) -> dict:
+    """run.json as a dict ({} before the run has written one); damaged is a one-line error."""
     path = run_dir / "run.json"
-    info = json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path) if path.is_file() else {}
+
+
+def _update_run_info(run_dir: Path, **changes) -> None:
+    info = _read_run_info(run_dir)
     info.update(changes)
-    atomic_write_text(path, json.dumps(info, indent=2) + "\n")
+    atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2) + "\n")
 
 
 def check_compiler() -> None:
@@ -364,11 +370,7 @@ def resume_run(run_dir: Path, device: torch.device, data_dir=None) -> Run:
     import tomllib
 
     cfg = from_dict(tomllib.loads(config_path.read_text()), str(config_path))
-    info_path = run_dir / "run.json"
-    compile = (
-        json.loads(info_path.read_text()).get("compile", False) if info_path.is_file() else False
-    )
-    run = Run(cfg, run_dir, device, data_dir, compile)
+    run = Run(cfg, run_dir, device, data_dir, _read_run_info(run_dir).get("compile", False))
     if (run_dir / "checkpoint.pt").exists():
         run.load_checkpoint()
     return run
