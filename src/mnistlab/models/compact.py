@@ -13,11 +13,17 @@ from mnistlab.models import register_model
 
 
 def conv_block(
-    cin: int, cout: int, kernel: int = 3, padding: int = 0, bn: bool = True, dropout: float = 0.0
+    cin: int,
+    cout: int,
+    kernel: int = 3,
+    padding: int = 0,
+    bn: bool = True,
+    dropout: float = 0.0,
+    stride: int = 1,
 ) -> nn.Sequential:
     """Conv -> ReLU -> BatchNorm -> Dropout; the bias is dropped when BN follows (BN has one)."""
     layers: list[nn.Module] = [
-        nn.Conv2d(cin, cout, kernel, padding=padding, bias=not bn),
+        nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=not bn),
         nn.ReLU(),
     ]
     if bn:
@@ -148,3 +154,36 @@ def gap_deep() -> nn.Module:
 def gap_deep_tiny() -> nn.Module:
     """Step 10: 09's depth at 06's width, 10-12 channels after the squeeze; under 5,000 params."""
     return _deep_net((8, 12, 8), (10, 10, 10, 12))
+
+
+@register_model
+def gap_early_pool() -> nn.Module:
+    """Step 15: 09's network with the max-pool moved before the 8->16 conv; half the MACs."""
+    return Chain(
+        conv_block(1, 8),  # 26x26, RF 3
+        nn.MaxPool2d(2, 2),  # 13x13, RF 4, jump 2
+        conv_block(8, 16),  # 11x11, RF 8: the costliest conv now runs on a quarter of the pixels
+        conv_block(16, 8, kernel=1),
+        conv_block(8, 12),  # 9x9, RF 12
+        conv_block(12, 14),  # 7x7, RF 16
+        conv_block(14, 14),  # 5x5, RF 20
+        conv_block(14, 14),  # 3x3, RF 24
+        nn.AdaptiveAvgPool2d(1),  # 1x1, RF 28
+        nn.Conv2d(14, 10, 1, bias=False),
+    )
+
+
+@register_model
+def gap_strided() -> nn.Module:
+    """Step 16: 09's network with a stride-2 8->16 conv in place of conv + max-pool."""
+    return Chain(
+        conv_block(1, 8),  # 26x26, RF 3
+        conv_block(8, 16, stride=2, padding=1),  # 13x13, RF 5, jump 2: a quarter of the MACs
+        conv_block(16, 8, kernel=1),
+        conv_block(8, 12),  # 11x11, RF 9
+        conv_block(12, 14),  # 9x9, RF 13
+        conv_block(14, 14),  # 7x7, RF 17
+        conv_block(14, 14),  # 5x5, RF 21
+        nn.AdaptiveAvgPool2d(1),  # 1x1, RF 29
+        nn.Conv2d(14, 10, 1, bias=False),
+    )
