@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
-EXPERIMENT ?= experiments/09-deep.toml
-TRAIN_FLAGS ?=
+EXPERIMENT ?= experiments/19-thin-stem.toml
+# Compiled, the final experiment trains in under 4 minutes on 2 cores (README, Training time);
+# `make run TRAIN_FLAGS=` trains without compiling (no C++ compiler needed).
+TRAIN_FLAGS ?= --compile
 
 .PHONY: run test lint format fetch bench clean ship report
 
@@ -43,7 +45,7 @@ clean:
 	rm -rf $(VENV) build dist src/*.egg-info
 
 # Ship a finished run's weights inside the package (used by `mnistlab predict` and `export`).
-SHIP_RUN ?= results/09-deep-seed1
+SHIP_RUN ?= results/19-thin-stem-2threads-seed1
 ship: $(VENV)/.installed
 	$(BIN)/python -c "import sys; from mnistlab.checkpoint import ship_model; ship_model(sys.argv[1])" $(SHIP_RUN)
 
@@ -57,13 +59,16 @@ RUNS := results/seed results/seed-cpu results/01-skeleton results/02-batchnorm r
 	results/11-smooth-seed1 results/11-smooth-seed2 results/11-smooth-seed3 \
 	results/12-tiny-smooth-seed1 results/12-tiny-smooth-seed2 results/12-tiny-smooth-seed3 \
 	results/13-deep-steps-seed1 results/13-deep-steps-seed2 results/13-deep-steps-seed3 \
-	results/14-tiny-steps-seed1 results/14-tiny-steps-seed2 results/14-tiny-steps-seed3
+	results/14-tiny-steps-seed1 results/14-tiny-steps-seed2 results/14-tiny-steps-seed3 \
+	results/15-early-pool-seed1 results/16-strided-seed1 results/17-pool-first-seed1 \
+	results/18-strided-deep-seed1 results/19-thin-stem-seed1 results/19-thin-stem-2threads-seed1 \
+	results/19-thin-stem-seed2 results/19-thin-stem-seed3
 report: $(VENV)/.installed
 	$(BIN)/mnistlab compare $(RUNS) --format markdown --out results/compare.md
 	$(BIN)/mnistlab compare results/timing --format markdown --out results/timing/compare.md
 	$(BIN)/mnistlab compare results/cuda --format markdown --out results/cuda/compare.md
 	$(BIN)/mnistlab summary seed > results/seed-summary.txt
-	$(BIN)/mnistlab report $(RUNS) --final results/09-deep-seed1 --out reports
+	$(BIN)/mnistlab report $(RUNS) --final results/19-thin-stem-2threads-seed1 --out reports
 	$(BIN)/mnistlab predict examples/digits/*.png examples/digits/*.jpg examples/digits/*.gif \
 		examples/digits/*.bmp > results/predict-examples.txt
 	$(BIN)/python tools/splice_readme.py README.md

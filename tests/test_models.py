@@ -49,7 +49,7 @@ def test_drill_down_models_are_fully_convolutional_and_see_the_whole_digit(path:
 
 
 def test_final_experiment_meets_the_budget() -> None:
-    cfg = load_config(EXPERIMENTS[[p.stem for p in EXPERIMENTS].index("09-deep")])
+    cfg = load_config(EXPERIMENTS[[p.stem for p in EXPERIMENTS].index("19-thin-stem")])
     model = create_model(cfg.model)
     assert count_parameters(model) < 8000 and cfg.epochs <= 15
     assert not any(isinstance(m, nn.Linear) for m in model.modules())

@@ -116,7 +116,7 @@ def test_kill_and_resume_equals_uninterrupted(
 def test_compiled_run_is_deterministic_and_resumes_compiled(
     tmp_path: Path, data_dir: Path, device: torch.device
 ) -> None:
-    cfg = small_config(epochs=2, model="gap_tiny")
+    cfg = small_config(epochs=2, model="gap_tiny", batch_size=24)  # last batch of 8: eager
     runs = []
     for name in ("a", "b"):
         start_run(cfg, tmp_path / name, device, data_dir, compile=True).run(progress=False)
@@ -126,6 +126,27 @@ def test_compiled_run_is_deterministic_and_resumes_compiled(
     assert json.loads((tmp_path / "a" / "run.json").read_text())["compile"] is True
     assert "_orig_mod" not in str(list(weights(tmp_path / "a")))  # plain weight names
     assert resume_run(tmp_path / "a", device, data_dir).compiled
+
+
+def test_the_smaller_last_batch_bypasses_the_compiled_model(tmp_path: Path, data_dir: Path) -> None:
+    # Compiled with dynamic=False, a batch of another size would compile a second graph.
+    cfg = small_config(epochs=1, batch_size=48)  # 320 images: 6 batches of 48, then 32
+    run = start_run(cfg, tmp_path / "run", CPU, data_dir)
+    sizes = []
+
+    class Spy(torch.nn.Module):
+        def __init__(self, model: torch.nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            sizes.append(len(x))
+            return self.model(x)
+
+    run.train_model = Spy(run.model)
+    run.train_epoch(1, progress=False)
+    assert sizes == [48] * 6
+    assert run.scheduler.last_epoch == 7  # the last batch still trained: 7 steps
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(

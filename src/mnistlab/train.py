@@ -142,8 +142,8 @@ class Run:
         # checkpoints and evaluation use the plain model. Inductor fuses each ReLU + BatchNorm
         # pair, forward and backward, into one pass over the activations (see `mnistlab bench`).
         self.compiled = compile
-        # dynamic=False: the epoch's smaller last batch gets a graph of its own (compiled once)
-        # rather than every step's kernels taking the batch size as a variable.
+        # dynamic=False: every step's kernels are specialised to the batch size (the smaller
+        # last batch of an epoch runs eagerly, see train_epoch).
         self.train_model = torch.compile(self.model, dynamic=False) if compile else self.model
         self.optimizer = make_optimizer(cfg, self.model)
         self.scheduler, self.per_batch = make_scheduler(cfg, self.optimizer, len(self.train_loader))
@@ -208,7 +208,9 @@ class Run:
             if batch_idx == max_batches:
                 break
             optimizer.zero_grad(set_to_none=True)
-            output = model(data)
+            # Compiled, the epoch's smaller last batch would need a graph of its own (25 s of
+            # compiling with an empty cache, for gap_deep at 2 threads); it runs eagerly instead.
+            output = (model if len(target) == loader.batch_size else self.model)(data)
             loss = nll_loss(output, target, self.cfg.label_smoothing)
             loss.backward()
             optimizer.step()

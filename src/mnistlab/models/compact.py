@@ -187,3 +187,64 @@ def gap_strided() -> nn.Module:
         nn.AdaptiveAvgPool2d(1),  # 1x1, RF 29
         nn.Conv2d(14, 10, 1, bias=False),
     )
+
+
+def _pool_first(cin: int, cout: int) -> list[nn.Module]:
+    """A 3x3 conv max-pooled before its ReLU and BatchNorm (see gap_deep_pool_first)."""
+    return [
+        nn.Conv2d(cin, cout, 3, bias=False),
+        nn.MaxPool2d(2, 2),
+        nn.ReLU(),
+        nn.BatchNorm2d(cout),
+    ]
+
+
+@register_model
+def gap_deep_pool_first() -> nn.Module:
+    """Step 17: 09's network, max-pooling the 24x24 conv before its ReLU and BatchNorm."""
+    return Chain(
+        conv_block(1, 8),  # 26x26, RF 3
+        # Max-pool and ReLU commute, so this is 09's function up to BatchNorm's statistics
+        # (taken over the pooled map); ReLU and BatchNorm now pass over a quarter of the values.
+        *_pool_first(8, 16),  # 24x24 conv, pooled to 12x12: RF 6, jump 2
+        conv_block(16, 8, kernel=1),
+        conv_block(8, 12),  # 10x10, RF 10
+        conv_block(12, 14),  # 8x8, RF 14
+        conv_block(14, 14),  # 6x6, RF 18
+        conv_block(14, 14),  # 4x4, RF 22
+        nn.AdaptiveAvgPool2d(1),  # 1x1, RF 28
+        nn.Conv2d(14, 10, 1, bias=False),
+    )
+
+
+@register_model
+def gap_strided_deep() -> nn.Module:
+    """Step 18: 16's stride-2 stem and five 3x3 convs of 12 channels, down to a 3x3 map."""
+    return Chain(
+        conv_block(1, 8),  # 26x26, RF 3
+        conv_block(8, 16, stride=2, padding=1),  # 13x13, RF 5, jump 2
+        conv_block(16, 8, kernel=1),
+        conv_block(8, 12),  # 11x11, RF 9
+        conv_block(12, 12),  # 9x9, RF 13
+        conv_block(12, 12),  # 7x7, RF 17
+        conv_block(12, 12),  # 5x5, RF 21
+        conv_block(12, 12),  # 3x3, RF 25
+        nn.AdaptiveAvgPool2d(1),  # 1x1, RF 29
+        nn.Conv2d(12, 10, 1, bias=False),
+    )
+
+
+@register_model
+def gap_thin_stem() -> nn.Module:
+    """Step 19: 4 channels at 26x26 feed the 24x24 conv (half its MACs); a wider tail."""
+    return Chain(
+        conv_block(1, 4),  # 26x26, RF 3
+        *_pool_first(4, 16),  # 24x24 conv, pooled to 12x12: RF 6, jump 2
+        conv_block(16, 8, kernel=1),
+        conv_block(8, 12),  # 10x10, RF 10
+        conv_block(12, 14),  # 8x8, RF 14
+        conv_block(14, 16),  # 6x6, RF 18
+        conv_block(16, 16),  # 4x4, RF 22
+        nn.AdaptiveAvgPool2d(1),  # 1x1, RF 28
+        nn.Conv2d(16, 10, 1, bias=False),
+    )
