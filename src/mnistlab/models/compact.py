@@ -248,3 +248,19 @@ def gap_thin_stem() -> nn.Module:
         nn.AdaptiveAvgPool2d(1),  # 1x1, RF 28
         nn.Conv2d(16, 10, 1, bias=False),
     )
+
+
+@register_model
+def gap_thin_stem_tiny() -> nn.Module:
+    """Step 20: 19's 4-channel first layer at 12 channels and fewer; under 5,000 params."""
+    return Chain(
+        conv_block(1, 4),  # 26x26, RF 3
+        *_pool_first(4, 12),  # 24x24 conv, pooled to 12x12: RF 6, jump 2
+        conv_block(12, 8, kernel=1),
+        conv_block(8, 10),  # 10x10, RF 10
+        conv_block(10, 10),  # 8x8, RF 14
+        conv_block(10, 12),  # 6x6, RF 18
+        conv_block(12, 12),  # 4x4, RF 22
+        nn.AdaptiveAvgPool2d(1),  # 1x1, RF 28
+        nn.Conv2d(12, 10, 1, bias=False),
+    )
