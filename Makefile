@@ -63,9 +63,12 @@ RUNS := results/seed results/seed-cpu results/01-skeleton results/02-batchnorm r
 	results/15-early-pool-seed1 results/16-strided-seed1 results/17-pool-first-seed1 \
 	results/18-strided-deep-seed1 results/19-thin-stem-seed1 results/19-thin-stem-2threads-seed1 \
 	results/19-thin-stem-seed2 results/19-thin-stem-seed3
+# The final experiment's three seeds, each trained at 2 threads, compiled, alone on the machine.
+FINAL_RUNS := results/19-thin-stem-2threads-seed1 results/19-thin-stem-seed2 results/19-thin-stem-seed3
 report: $(VENV)/.installed
 	$(BIN)/mnistlab compare $(RUNS) --format markdown --out results/compare.md
 	$(BIN)/mnistlab compare results/timing --format markdown --out results/timing/compare.md
+	$(BIN)/mnistlab compare $(FINAL_RUNS) --format markdown --out results/final-compare.md
 	$(BIN)/mnistlab compare results/cuda --format markdown --out results/cuda/compare.md
 	$(BIN)/mnistlab summary seed > results/seed-summary.txt
 	$(BIN)/mnistlab report $(RUNS) --final results/19-thin-stem-2threads-seed1 --out reports

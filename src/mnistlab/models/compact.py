@@ -130,12 +130,14 @@ def gap_final() -> nn.Module:
     )
 
 
-def _deep_net(stem: tuple[int, int, int], widths: tuple[int, int, int, int]) -> nn.Module:
-    """The stem, four 3x3 convs down to a 4x4 map, global average pool, 1x1 head."""
+def _deep_net(stem: list[nn.Module], squeeze: int, widths: tuple[int, ...]) -> nn.Module:
+    """A stem ending in `squeeze` channels, four 3x3 convs, global average pool, 1x1 head.
+
+    The comments give map sizes and RF after the GAP networks' 12x12 stem (`_stem`)."""
     w1, w2, w3, w4 = widths
     return Chain(
-        *_stem(*stem),
-        conv_block(stem[2], w1),  # 10x10, RF 10
+        *stem,
+        conv_block(squeeze, w1),  # 10x10, RF 10
         conv_block(w1, w2),  # 8x8, RF 14
         conv_block(w2, w3),  # 6x6, RF 18
         conv_block(w3, w4),  # 4x4, RF 22
@@ -147,46 +149,36 @@ def _deep_net(stem: tuple[int, int, int], widths: tuple[int, int, int, int]) -> 
 @register_model
 def gap_deep() -> nn.Module:
     """Step 9: one more 3x3 layer, narrower; each feature under the average sees 22 of 28 px."""
-    return _deep_net((8, 16, 8), (12, 14, 14, 14))
+    return _deep_net(_stem(8, 16, 8), 8, (12, 14, 14, 14))
 
 
 @register_model
 def gap_deep_tiny() -> nn.Module:
     """Step 10: 09's depth at 06's width, 10-12 channels after the squeeze; under 5,000 params."""
-    return _deep_net((8, 12, 8), (10, 10, 10, 12))
+    return _deep_net(_stem(8, 12, 8), 8, (10, 10, 10, 12))
 
 
 @register_model
 def gap_early_pool() -> nn.Module:
     """Step 15: 09's network with the max-pool moved before the 8->16 conv; half the MACs."""
-    return Chain(
+    stem = [
         conv_block(1, 8),  # 26x26, RF 3
         nn.MaxPool2d(2, 2),  # 13x13, RF 4, jump 2
         conv_block(8, 16),  # 11x11, RF 8: the costliest conv now runs on a quarter of the pixels
         conv_block(16, 8, kernel=1),
-        conv_block(8, 12),  # 9x9, RF 12
-        conv_block(12, 14),  # 7x7, RF 16
-        conv_block(14, 14),  # 5x5, RF 20
-        conv_block(14, 14),  # 3x3, RF 24
-        nn.AdaptiveAvgPool2d(1),  # 1x1, RF 28
-        nn.Conv2d(14, 10, 1, bias=False),
-    )
+    ]
+    return _deep_net(stem, 8, (12, 14, 14, 14))  # maps 9, 7, 5, 3; RF 28
 
 
 @register_model
 def gap_strided() -> nn.Module:
     """Step 16: 09's network with a stride-2 8->16 conv in place of conv + max-pool."""
-    return Chain(
+    stem = [
         conv_block(1, 8),  # 26x26, RF 3
         conv_block(8, 16, stride=2, padding=1),  # 13x13, RF 5, jump 2: a quarter of the MACs
         conv_block(16, 8, kernel=1),
-        conv_block(8, 12),  # 11x11, RF 9
-        conv_block(12, 14),  # 9x9, RF 13
-        conv_block(14, 14),  # 7x7, RF 17
-        conv_block(14, 14),  # 5x5, RF 21
-        nn.AdaptiveAvgPool2d(1),  # 1x1, RF 29
-        nn.Conv2d(14, 10, 1, bias=False),
-    )
+    ]
+    return _deep_net(stem, 8, (12, 14, 14, 14))  # maps 11, 9, 7, 5; RF 29
 
 
 def _pool_first(cin: int, cout: int) -> list[nn.Module]:
@@ -202,19 +194,10 @@ def _pool_first(cin: int, cout: int) -> list[nn.Module]:
 @register_model
 def gap_deep_pool_first() -> nn.Module:
     """Step 17: 09's network, max-pooling the 24x24 conv before its ReLU and BatchNorm."""
-    return Chain(
-        conv_block(1, 8),  # 26x26, RF 3
-        # Max-pool and ReLU commute, so this is 09's function up to BatchNorm's statistics
-        # (taken over the pooled map); ReLU and BatchNorm now pass over a quarter of the values.
-        *_pool_first(8, 16),  # 24x24 conv, pooled to 12x12: RF 6, jump 2
-        conv_block(16, 8, kernel=1),
-        conv_block(8, 12),  # 10x10, RF 10
-        conv_block(12, 14),  # 8x8, RF 14
-        conv_block(14, 14),  # 6x6, RF 18
-        conv_block(14, 14),  # 4x4, RF 22
-        nn.AdaptiveAvgPool2d(1),  # 1x1, RF 28
-        nn.Conv2d(14, 10, 1, bias=False),
-    )
+    # Max-pool and ReLU commute, so this is 09's function up to BatchNorm's statistics (taken
+    # over the pooled map); ReLU and BatchNorm now pass over a quarter of the values.
+    stem = [conv_block(1, 8), *_pool_first(8, 16), conv_block(16, 8, kernel=1)]
+    return _deep_net(stem, 8, (12, 14, 14, 14))
 
 
 @register_model
@@ -234,33 +217,22 @@ def gap_strided_deep() -> nn.Module:
     )
 
 
+def _thin_stem(c2: int) -> list[nn.Module]:
+    """4 channels at 26x26 feed a 3x3 conv to c2 channels at 24x24, pooled first, squeezed to 8."""
+    return [
+        conv_block(1, 4),  # 26x26, RF 3
+        *_pool_first(4, c2),  # 24x24 conv, pooled to 12x12: RF 6, jump 2
+        conv_block(c2, 8, kernel=1),
+    ]
+
+
 @register_model
 def gap_thin_stem() -> nn.Module:
     """Step 19: 4 channels at 26x26 feed the 24x24 conv (half its MACs); a wider tail."""
-    return Chain(
-        conv_block(1, 4),  # 26x26, RF 3
-        *_pool_first(4, 16),  # 24x24 conv, pooled to 12x12: RF 6, jump 2
-        conv_block(16, 8, kernel=1),
-        conv_block(8, 12),  # 10x10, RF 10
-        conv_block(12, 14),  # 8x8, RF 14
-        conv_block(14, 16),  # 6x6, RF 18
-        conv_block(16, 16),  # 4x4, RF 22
-        nn.AdaptiveAvgPool2d(1),  # 1x1, RF 28
-        nn.Conv2d(16, 10, 1, bias=False),
-    )
+    return _deep_net(_thin_stem(16), 8, (12, 14, 16, 16))
 
 
 @register_model
 def gap_thin_stem_tiny() -> nn.Module:
     """Step 20: 19's 4-channel first layer at 12 channels and fewer; under 5,000 params."""
-    return Chain(
-        conv_block(1, 4),  # 26x26, RF 3
-        *_pool_first(4, 12),  # 24x24 conv, pooled to 12x12: RF 6, jump 2
-        conv_block(12, 8, kernel=1),
-        conv_block(8, 10),  # 10x10, RF 10
-        conv_block(10, 10),  # 8x8, RF 14
-        conv_block(10, 12),  # 6x6, RF 18
-        conv_block(12, 12),  # 4x4, RF 22
-        nn.AdaptiveAvgPool2d(1),  # 1x1, RF 28
-        nn.Conv2d(12, 10, 1, bias=False),
-    )
+    return _deep_net(_thin_stem(12), 8, (10, 10, 12, 12))
