@@ -62,7 +62,8 @@ RUNS := results/seed results/seed-cpu results/01-skeleton results/02-batchnorm r
 	results/14-tiny-steps-seed1 results/14-tiny-steps-seed2 results/14-tiny-steps-seed3 \
 	results/15-early-pool-seed1 results/16-strided-seed1 results/17-pool-first-seed1 \
 	results/18-strided-deep-seed1 results/19-thin-stem-seed1 results/19-thin-stem-2threads-seed1 \
-	results/19-thin-stem-seed2 results/19-thin-stem-seed3
+	results/19-thin-stem-seed2 results/19-thin-stem-seed3 results/20-thin-tiny-seed1 \
+	results/21-thin-steps-seed1 results/21-thin-steps-seed2 results/21-thin-steps-seed3
 # The final experiment's three seeds, each trained at 2 threads, compiled, alone on the machine.
 FINAL_RUNS := results/19-thin-stem-2threads-seed1 results/19-thin-stem-seed2 results/19-thin-stem-seed3
 report: $(VENV)/.installed
