@@ -32,3 +32,21 @@ def test_bench_times_every_loop_and_relates_them_to_the_notebook(
         expected = row["seconds_per_epoch"] / rows["notebook loop"]["seconds_per_epoch"]
         assert row["epoch_ratio"] == pytest.approx(expected, abs=2e-3)
     assert "epoch vs notebook" in format_bench(result)
+
+
+def test_bench_times_other_models_in_the_same_rounds(data_dir: Path) -> None:
+    result = bench(
+        "gap_tiny",
+        batches=2,
+        rounds=1,
+        batch_size=16,
+        device="cpu",
+        data_dir=data_dir,
+        others=("gap_deep", "gap_thin_stem"),
+    )
+    rows = result["results"]
+    assert list(rows)[-2:] == ["trainer: gap_deep", "trainer: gap_thin_stem"]
+    assert all(row["images_per_s"] > 0 for row in rows.values())
+    text = format_bench(result)
+    assert "trainer: gap_thin_stem" in text
+    assert len({len(line) for line in text.splitlines()[1:]}) == 1  # the columns line up

@@ -70,7 +70,10 @@ def bench(
     device,
     data_dir=None,
     compile: bool = False,
+    others: tuple[str, ...] = (),
 ) -> dict:
+    """Seconds per epoch of each loop, timed in interleaved rounds; `others` are further models
+    trained by the same trainer (compiled with `compile`) in the same rounds."""
     device = torch.device(device)
     spec = get_spec("mnist")
     images, labels = load_split("mnist", train=True, root=data_dir)
@@ -90,6 +93,10 @@ def bench(
         }
         if compile:
             variants["trainer, compiled"] = Run(config, Path(tmp), device, data_dir, compile=True)
+        for name in others:
+            label = f"trainer{', compiled' if compile else ''}: {name}"
+            other = dataclasses.replace(config, model=name)
+            variants[label] = Run(other, Path(tmp), device, data_dir, compile=compile)
         # Untimed warm-up: the first batches pay for kernel selection, (on CUDA) handles and
         # (compiled) the compilation.
         notebook_loop(notebook_model, notebook_data, notebook_opt, device, 2)
@@ -128,15 +135,16 @@ def bench(
 
 
 def format_bench(result: dict) -> str:
+    width = max(28, *(len(name) + 2 for name in result["results"]))
     lines = [
         f"bench {result['model']}: batch {result['batch_size']}, {result['rounds']} interleaved "
         f"rounds of {result['batches_per_round']} batches, {result['device']}, "
         f"{result['threads']} threads, torch {result['torch']}",
-        f"{'loop':<28}{'images/s':>10}{'s/epoch':>10}{'epoch vs notebook':>20}",
+        f"{'loop':<{width}}{'images/s':>10}{'s/epoch':>10}{'epoch vs notebook':>20}",
     ]
     for name, row in result["results"].items():
         lines.append(
-            f"{name:<28}{row['images_per_s']:>10.1f}{row['seconds_per_epoch']:>10.1f}"
+            f"{name:<{width}}{row['images_per_s']:>10.1f}{row['seconds_per_epoch']:>10.1f}"
             f"{row['epoch_ratio']:>19.3f}x"
         )
     return "\n".join(lines)
@@ -155,6 +163,7 @@ def bench_from_cli(args: argparse.Namespace) -> None:
         pick_device(args.device),
         args.data_dir,
         args.compile,
+        tuple(args.vs),
     )
     text = format_bench(result)
     print(text)

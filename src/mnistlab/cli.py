@@ -213,6 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batches", type=int, default=50, help="batches per timed round")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of each loop")
     p.add_argument("--compile", action="store_true", help="also time the trainer compiled")
+    p.add_argument(
+        "--vs",
+        nargs="+",
+        default=[],
+        metavar="MODEL",
+        help="also time these models in the same trainer and rounds (compiled with --compile)",
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default=None, help="also write the result as JSON here")
