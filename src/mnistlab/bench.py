@@ -93,6 +93,11 @@ def bench(
         }
         if compile:
             variants["trainer, compiled"] = Run(config, Path(tmp), device, data_dir, compile=True)
+        if compile:
+            # The compiled models share one forward (Chain's), each with a graph of its own;
+            # past dynamo's recompile limit (8) the rest would quietly run uncompiled.
+            limit = torch._dynamo.config.recompile_limit
+            torch._dynamo.config.recompile_limit = max(limit, 2 + len(others))
         for name in others:
             label = f"trainer{', compiled' if compile else ''}: {name}"
             other = dataclasses.replace(config, model=name)
