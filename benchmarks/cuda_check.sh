@@ -6,11 +6,15 @@
 #
 #   benchmarks/cuda_check.sh DATA_DIR OUT_DIR     (uses $PYTHON, default python3)
 #
+# The committed results/cuda came from this script when 09-deep was the final experiment
+# (EXPERIMENT=experiments/09-deep.toml gives that pass again).
+#
 # Each run directory is packed as OUT_DIR/<name>.tgz as soon as it finishes.
 set -u -o pipefail
 data=$1
 out=$2
 python=${PYTHON:-python3}
+experiment=${EXPERIMENT:-experiments/19-thin-stem.toml}
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 MNISTLAB_DATA=$data
 work=$(mktemp -d)
 
@@ -26,7 +30,7 @@ run() {  # run NAME ARGS...: train into $work/NAME, then pack it
 }
 run seed-cuda experiments/seed.toml
 for seed in 1 2 3; do
-    run "09-deep-cuda-seed$seed" experiments/09-deep.toml --seed "$seed"
+    run "$(basename "$experiment" .toml)-cuda-seed$seed" "$experiment" --seed "$seed"
 done
 $python -m mnistlab bench seed --device cuda --batches 200 --rounds 3 \
     --out "$out/bench-seed-cuda.json"
