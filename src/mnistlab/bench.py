@@ -93,7 +93,6 @@ def bench(
         }
         if compile:
             variants["trainer, compiled"] = Run(config, Path(tmp), device, data_dir, compile=True)
-        if compile:
             # The compiled models share one forward (Chain's), each with a graph of its own;
             # past dynamo's recompile limit (8) the rest would quietly run uncompiled.
             limit = torch._dynamo.config.recompile_limit

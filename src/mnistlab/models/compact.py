@@ -170,15 +170,19 @@ def gap_early_pool() -> nn.Module:
     return _deep_net(stem, 8, (12, 14, 14, 14))  # maps 9, 7, 5, 3; RF 28
 
 
-@register_model
-def gap_strided() -> nn.Module:
-    """Step 16: 09's network with a stride-2 8->16 conv in place of conv + max-pool."""
-    stem = [
+def _strided_stem() -> list[nn.Module]:
+    """09's stem with a stride-2 8->16 conv in place of conv + max-pool, squeezed to 8."""
+    return [
         conv_block(1, 8),  # 26x26, RF 3
         conv_block(8, 16, stride=2, padding=1),  # 13x13, RF 5, jump 2: a quarter of the MACs
         conv_block(16, 8, kernel=1),
     ]
-    return _deep_net(stem, 8, (12, 14, 14, 14))  # maps 11, 9, 7, 5; RF 29
+
+
+@register_model
+def gap_strided() -> nn.Module:
+    """Step 16: 09's network with a stride-2 8->16 conv in place of conv + max-pool."""
+    return _deep_net(_strided_stem(), 8, (12, 14, 14, 14))  # maps 11, 9, 7, 5; RF 29
 
 
 def _pool_first(cin: int, cout: int) -> list[nn.Module]:
@@ -204,9 +208,7 @@ def gap_deep_pool_first() -> nn.Module:
 def gap_strided_deep() -> nn.Module:
     """Step 18: 16's stride-2 stem and five 3x3 convs of 12 channels, down to a 3x3 map."""
     return Chain(
-        conv_block(1, 8),  # 26x26, RF 3
-        conv_block(8, 16, stride=2, padding=1),  # 13x13, RF 5, jump 2
-        conv_block(16, 8, kernel=1),
+        *_strided_stem(),
         conv_block(8, 12),  # 11x11, RF 9
         conv_block(12, 12),  # 9x9, RF 13
         conv_block(12, 12),  # 7x7, RF 17
