@@ -47,7 +47,7 @@ clean:
 # Ship a finished run's weights inside the package (used by `mnistlab predict` and `export`).
 SHIP_RUN ?= results/19-thin-stem-2threads-seed1
 ship: $(VENV)/.installed
-	$(BIN)/python -c "import sys; from mnistlab.checkpoint import ship_model; ship_model(sys.argv[1])" $(SHIP_RUN)
+	$(BIN)/python -c "import sys; from mnistlab.ship import ship_model; ship_model(sys.argv[1])" $(SHIP_RUN)
 
 # Regenerate the committed comparison table and report from the committed run directories.
 RUNS := results/seed results/seed-cpu results/01-skeleton results/02-batchnorm results/03-gap-dropout \

@@ -5,17 +5,9 @@ from pathlib import Path
 import pytest
 
 from mnistlab.cli import main
-from mnistlab.compare import (
-    HEADERS,
-    LEGEND,
-    Run,
-    find_runs,
-    format_table,
-    load_run,
-    summarize_run,
-    trained_on,
-)
+from mnistlab.compare import HEADERS, LEGEND, format_table, summarize_run, trained_on
 from mnistlab.errors import MnistlabError
+from mnistlab.rundir import Run, find_runs, read_run
 
 RUNS = Path(__file__).parent / "fixtures" / "runs"
 
@@ -53,7 +45,7 @@ def test_a_folder_expands_to_its_runs_sorted_and_each_run_is_listed_once():
 
 
 def test_load_run_reads_config_info_and_metrics():
-    run = load_run(RUNS / "03-final")
+    run = read_run(RUNS / "03-final")
     assert run.name == "03-final"
     assert run.config["target"].startswith("Under 8k parameters")
     assert run.info["params"] == 7896
@@ -61,7 +53,7 @@ def test_load_run_reads_config_info_and_metrics():
 
 
 def test_summary_of_the_seed_run():
-    row = summarize_run(load_run(RUNS / "01-seed"))
+    row = summarize_run(read_run(RUNS / "01-seed"))
     # metrics.jsonl: test 97.95, 98.62, 98.87, 99.05; train correct 55510..59700 of 60000.
     assert row["name"] == "01-seed"
     assert (row["params"], row["macs"], row["rf"]) == (258602, 91979904, 42)
@@ -79,7 +71,7 @@ def test_summary_of_the_seed_run():
 
 
 def test_summary_of_the_final_run():
-    row = summarize_run(load_run(RUNS / "03-final"))
+    row = summarize_run(read_run(RUNS / "03-final"))
     # test 98.2, 98.8, 99.4, 99.6, 99.2: best at epoch 4, 99.4 first reached (exactly) at 3.
     assert row["best_test_acc"] == 99.6 and row["best_test_epoch"] == 4
     assert row["last_test_acc"] == 99.2
@@ -91,7 +83,7 @@ def test_summary_of_the_final_run():
 
 
 def test_summary_of_the_unfinished_run():
-    row = summarize_run(load_run(RUNS / "02-wide-partial"))
+    row = summarize_run(read_run(RUNS / "02-wide-partial"))
     assert (row["epochs"], row["epochs_planned"], row["finished"]) == (3, 15, False)
     # Three epochs so far: last-3 is the mean of all of them.
     assert row["last3_test_acc"] == pytest.approx((98.10 + 98.95 + 99.41) / 3, abs=1e-4)
@@ -122,7 +114,7 @@ def test_finished_needs_all_planned_epochs_and_the_flag():
 
 
 def test_markdown_table_has_a_header_a_rule_and_one_row_per_run():
-    rows = [summarize_run(load_run(p)) for p in find_runs([RUNS])]
+    rows = [summarize_run(read_run(p)) for p in find_runs([RUNS])]
     lines = format_table(rows, "markdown").splitlines()
     table = lines[: 2 + len(rows)]
     assert all(line.startswith("| ") and line.endswith(" |") for line in table)
@@ -152,7 +144,7 @@ def test_markdown_table_has_a_header_a_rule_and_one_row_per_run():
 
 
 def test_text_table_columns_line_up():
-    rows = [summarize_run(load_run(p)) for p in find_runs([RUNS])]
+    rows = [summarize_run(read_run(p)) for p in find_runs([RUNS])]
     lines = format_table(rows, "text", legend=False).splitlines()
     assert len(lines) == 1 + len(rows)
     assert len({len(line) for line in lines}) == 1
@@ -162,7 +154,7 @@ def test_text_table_columns_line_up():
 
 
 def test_json_rows_round_trip():
-    rows = [summarize_run(load_run(p)) for p in find_runs([RUNS])]
+    rows = [summarize_run(read_run(p)) for p in find_runs([RUNS])]
     assert json.loads(format_table(rows, "json")) == rows
 
 
@@ -174,7 +166,7 @@ def test_unknown_format_is_an_error():
 def test_cli_writes_the_table_to_out(tmp_path, capsys):
     out = tmp_path / "table.md"
     assert main(["compare", str(RUNS), "--format", "markdown", "--out", str(out)]) == 0
-    rows = [summarize_run(load_run(p)) for p in find_runs([RUNS])]
+    rows = [summarize_run(read_run(p)) for p in find_runs([RUNS])]
     assert out.read_text() == format_table(rows, "markdown") + "\n"
     assert "wrote" in capsys.readouterr().out
     assert [p.name for p in tmp_path.iterdir()] == ["table.md"]  # no temporary file left
@@ -191,7 +183,7 @@ def test_a_folder_without_runs_is_an_error(tmp_path, capsys):
     (tmp_path / "empty-subfolder").mkdir()
     assert main(["compare", str(tmp_path)]) == 1
     err = capsys.readouterr().err
-    assert str(tmp_path) in err and "no metrics.jsonl" in err and "holds none" in err
+    assert str(tmp_path) in err and "no run.json" in err and "holds none" in err
 
 
 def test_a_missing_path_is_an_error(tmp_path):
@@ -203,26 +195,26 @@ def test_empty_metrics_is_an_error_naming_the_run(tmp_path):
     run_dir = copy_run("01-seed", tmp_path)
     (run_dir / "metrics.jsonl").write_text("")
     with pytest.raises(MnistlabError, match="no epochs yet") as e:
-        load_run(run_dir)
+        read_run(run_dir)
     assert str(run_dir) in str(e.value)
 
 
-def test_a_record_without_test_accuracy_is_an_error(tmp_path):
+def test_a_record_without_its_timing_is_an_error(tmp_path):
     run_dir = copy_run("01-seed", tmp_path)
     (run_dir / "metrics.jsonl").write_text('{"epoch": 1, "train_loss": 0.2, "train_acc": 93.0}\n')
-    with pytest.raises(MnistlabError, match="epoch 1 lacks test_loss, test_acc, seconds"):
-        load_run(run_dir)
+    with pytest.raises(MnistlabError, match="metrics.jsonl:1: epoch record lacks seconds"):
+        read_run(run_dir)
 
 
 def test_run_json_without_params_is_an_error(tmp_path):
     run_dir = copy_run("01-seed", tmp_path)
     (run_dir / "run.json").write_text('{"name": "01-seed", "epochs_planned": 4}\n')
     with pytest.raises(MnistlabError, match="missing params, macs, rf"):
-        load_run(run_dir)
+        read_run(run_dir)
 
 
 def test_last_3_validation_mean_when_the_run_held_images_out():
-    run = load_run(RUNS / "03-final")
+    run = read_run(RUNS / "03-final")
     val = [r["val_acc"] for r in run.metrics[-3:]]
     assert summarize_run(run)["last3_val_acc"] == pytest.approx(sum(val) / 3)
 

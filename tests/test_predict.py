@@ -11,11 +11,12 @@ import torch
 from PIL import Image, ImageDraw
 
 from mnistlab import predict, preprocess
-from mnistlab.checkpoint import load_model, save_model
+from mnistlab.checkpoint import save_model
 from mnistlab.cli import main
 from mnistlab.data import Loader, load_split
 from mnistlab.errors import MnistlabError
 from mnistlab.models import count_parameters, create_model, list_models
+from mnistlab.rundir import load_model
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "digits"
 EXAMPLE_DIGITS = {"zero": 0, "two": 2, "three": 3, "four": 4, "five": 5, "seven": 7}

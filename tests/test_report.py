@@ -13,7 +13,7 @@ from PIL import Image
 from mnistlab import data
 from mnistlab import report as report_module
 from mnistlab.cli import main
-from mnistlab.compare import find_runs, format_table, load_run, summarize_run
+from mnistlab.compare import format_table, summarize_run
 from mnistlab.errors import MnistlabError
 from mnistlab.report import (
     DPI,
@@ -26,6 +26,7 @@ from mnistlab.report import (
     png_bytes,
     write_report,
 )
+from mnistlab.rundir import find_runs, read_run
 
 RUNS = Path(__file__).parent / "fixtures" / "runs"
 FINAL_PREDICTIONS = RUNS / "03-final" / "predictions.npz"
@@ -82,7 +83,7 @@ def test_report_names_every_experiment_with_target_and_analysis(report):
 def test_report_holds_each_result_row_and_the_full_table(report):
     path = report[0]
     text = path.read_text()
-    rows = [summarize_run(load_run(p)) for p in find_runs([RUNS])]
+    rows = [summarize_run(read_run(p)) for p in find_runs([RUNS])]
     for row in rows:
         assert format_table([row], "markdown", legend=False) in text
     assert format_table(rows, "markdown") in text
@@ -174,7 +175,7 @@ def test_runs_with_the_same_name_get_separate_figures(tmp_path):
 
 def test_report_on_a_folder_without_runs_is_an_error(tmp_path, capsys):
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "out")]) == 1
-    assert "no metrics.jsonl" in capsys.readouterr().err
+    assert "no run.json" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
@@ -216,21 +217,22 @@ def test_plot_of_an_unfinished_run_writes_a_png_and_warns(tmp_path, capsys):
         assert image.size == pixel_size(FIGSIZES["curves"])
 
 
-def test_plot_defaults_to_curves_png_in_the_run(tmp_path, capsys):
+def test_plot_writes_only_where_asked(tmp_path, capsys):
     run_dir = Path(shutil.copytree(RUNS / "03-final", tmp_path / "03-final"))
-    assert main(["plot", str(run_dir)]) == 0
+    before = sorted(run_dir.iterdir())
+    assert main(["plot", str(run_dir), "--out", str(tmp_path / "c.png")]) == 0
     captured = capsys.readouterr()
-    assert (run_dir / "curves.png").stat().st_size > 0
-    assert captured.out.strip() == f"wrote {run_dir / 'curves.png'}"
-    assert captured.err == ""
+    assert (tmp_path / "c.png").stat().st_size > 0
+    assert captured.out.strip() == f"wrote {tmp_path / 'c.png'}"
+    assert captured.err == "" and sorted(run_dir.iterdir()) == before
 
 
 def test_plot_of_a_run_without_metrics_is_an_error(tmp_path, capsys):
     run_dir = Path(shutil.copytree(RUNS / "01-seed", tmp_path / "01-seed"))
     (run_dir / "metrics.jsonl").write_text("")
-    assert main(["plot", str(run_dir)]) == 1
+    assert main(["plot", str(run_dir), "--out", str(tmp_path / "c.png")]) == 1
     assert "no epochs yet" in capsys.readouterr().err
-    assert not (run_dir / "curves.png").exists()
+    assert not (tmp_path / "c.png").exists()
 
 
 @pytest.mark.realdata

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from mnistlab import train as train_module
-from mnistlab.checkpoint import load_torch, ship_model
+from mnistlab.checkpoint import load_torch
 from mnistlab.cli import main
 from mnistlab.config import Config, from_dict, load_config
 from mnistlab.errors import MnistlabError
-from mnistlab.train import resume_run, start_run
+from mnistlab.ship import ship_model
+from mnistlab.train import make_loaders, resume_run, setup, train_epoch, train_run
 
 TIMING_KEYS = ("seconds", "images_per_s")
 
@@ -40,7 +41,7 @@ CPU = torch.device("cpu")
 def train_to_end(
     cfg: Config, run_dir: Path, data_dir: Path, device: torch.device = CPU
 ) -> list[dict]:
-    start_run(cfg, run_dir, device, data_dir).run(progress=False)
+    train_run(cfg, run_dir, device, data_dir, console=False)
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
@@ -86,27 +87,26 @@ def test_same_seed_same_metrics(tmp_path: Path, data_dir: Path, device: torch.de
 
 
 def test_kill_and_resume_equals_uninterrupted(
-    tmp_path: Path, data_dir: Path, device: torch.device, monkeypatch
+    tmp_path: Path, data_dir: Path, device: torch.device, monkeypatch, capsys
 ) -> None:
     uninterrupted = train_to_end(small_config(), tmp_path / "full", data_dir, device)
 
-    original = train_module.Run.train_epoch
+    original = train_module.train_epoch
 
-    def killed_in_epoch_3(self, epoch, progress, max_batches=None):
+    def killed_in_epoch_3(parts, loader, epoch, progress=False, max_batches=None):
         if epoch == 3:
-            original(self, epoch, progress, max_batches=4)  # some work that is then lost
+            original(parts, loader, epoch, max_batches=4)  # some work that is then lost
             raise KeyboardInterrupt
-        return original(self, epoch, progress, max_batches)
+        return original(parts, loader, epoch, progress, max_batches)
 
-    monkeypatch.setattr(train_module.Run, "train_epoch", killed_in_epoch_3)
+    monkeypatch.setattr(train_module, "train_epoch", killed_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
-        start_run(small_config(), tmp_path / "killed", device, data_dir).run(False)
+        train_run(small_config(), tmp_path / "killed", device, data_dir, console=False)
     assert load_torch(tmp_path / "killed" / "checkpoint.pt")["epoch"] == 2
-    monkeypatch.setattr(train_module.Run, "train_epoch", original)
+    monkeypatch.setattr(train_module, "train_epoch", original)
 
-    run = resume_run(tmp_path / "killed", device, data_dir)
-    assert run.start_epoch == 3
-    run.run(progress=False)
+    resume_run(tmp_path / "killed", device, data_dir)
+    assert f"Resuming {tmp_path / 'killed'} at epoch 3 of 3" in capsys.readouterr().out
     metrics = (tmp_path / "killed" / "metrics.jsonl").read_text()
     resumed = [json.loads(line) for line in metrics.splitlines()]
     assert without_timing(resumed) == without_timing(uninterrupted)
@@ -119,19 +119,45 @@ def test_compiled_run_is_deterministic_and_resumes_compiled(
     cfg = small_config(epochs=2, model="gap_tiny", batch_size=24)  # last batch of 8: eager
     runs = []
     for name in ("a", "b"):
-        start_run(cfg, tmp_path / name, device, data_dir, compile=True).run(progress=False)
+        train_run(cfg, tmp_path / name, device, data_dir, compile=True, console=False)
         runs.append([json.loads(line) for line in (tmp_path / name / "metrics.jsonl").open()])
     assert without_timing(runs[0]) == without_timing(runs[1])
     assert runs[0][-1]["test_acc"] > 50  # it learns: 10 classes, chance is 10%
     assert json.loads((tmp_path / "a" / "run.json").read_text())["compile"] is True
     assert "_orig_mod" not in str(list(weights(tmp_path / "a")))  # plain weight names
-    assert resume_run(tmp_path / "a", device, data_dir).compiled
+
+
+def test_a_compiled_run_resumes_compiled(tmp_path: Path, data_dir: Path, monkeypatch) -> None:
+    original = train_module.train_epoch
+
+    def killed_in_epoch_2(parts, loader, epoch, progress=False, max_batches=None):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return original(parts, loader, epoch, progress, max_batches)
+
+    monkeypatch.setattr(train_module, "train_epoch", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(small_config(epochs=2), tmp_path / "run", CPU, data_dir, console=False)
+    monkeypatch.setattr(train_module, "train_epoch", original)
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    (tmp_path / "run" / "run.json").write_text(json.dumps({**info, "compile": True}))
+    compiled = []
+    real_setup = train_module.setup
+
+    def spy(cfg, device, steps, compile=False, bf16=False):
+        compiled.append(compile)
+        return real_setup(cfg, device, steps, False, bf16)  # the flag is what is checked
+
+    monkeypatch.setattr(train_module, "setup", spy)
+    resume_run(tmp_path / "run", CPU, data_dir, console=False)
+    assert compiled == [True]
 
 
 def test_the_smaller_last_batch_bypasses_the_compiled_model(tmp_path: Path, data_dir: Path) -> None:
     # Compiled with dynamic=False, a batch of another size would compile a second graph.
     cfg = small_config(epochs=1, batch_size=48)  # 320 images: 6 batches of 48, then 32
-    run = start_run(cfg, tmp_path / "run", CPU, data_dir)
+    loaders = make_loaders(cfg, CPU, data_dir)
+    parts = setup(cfg, CPU, len(loaders.train))
     sizes = []
 
     class Spy(torch.nn.Module):
@@ -143,10 +169,10 @@ def test_the_smaller_last_batch_bypasses_the_compiled_model(tmp_path: Path, data
             sizes.append(len(x))
             return self.model(x)
 
-    run.train_model = Spy(run.model)
-    run.train_epoch(1, progress=False)
+    parts.step_model = Spy(parts.model)
+    train_epoch(parts, loaders.train, 1)
     assert sizes == [48] * 6
-    assert run.scheduler.last_epoch == 7  # the last batch still trained: 7 steps
+    assert parts.scheduler.last_epoch == 7  # the last batch still trained: 7 steps
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(
@@ -159,16 +185,16 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(
         return loss * float("nan") if epoch_seen[-1] == 2 else loss
 
     epoch_seen = [0]
-    original = train_module.Run.train_epoch
+    original = train_module.train_epoch
 
-    def tracking(self, epoch, progress, max_batches=None):
+    def tracking(parts, loader, epoch, progress=False, max_batches=None):
         epoch_seen.append(epoch)
-        return original(self, epoch, progress, max_batches)
+        return original(parts, loader, epoch, progress, max_batches)
 
     monkeypatch.setattr(train_module, "nll_loss", loss_nan_in_epoch_2)
-    monkeypatch.setattr(train_module.Run, "train_epoch", tracking)
+    monkeypatch.setattr(train_module, "train_epoch", tracking)
     with pytest.raises(MnistlabError, match="loss became nan at epoch 2"):
-        start_run(small_config(), tmp_path / "run", torch.device("cpu"), data_dir).run(False)
+        train_run(small_config(), tmp_path / "run", CPU, data_dir, console=False)
     assert load_torch(tmp_path / "run" / "checkpoint.pt")["epoch"] == 1
     assert not (tmp_path / "run" / "model.pt").exists()
 
@@ -237,8 +263,11 @@ def test_bad_experiment_file_is_one_line_error(tmp_path: Path, capsys, text, mes
 
 def test_truncated_checkpoint_is_a_clear_error(tmp_path: Path, data_dir: Path, capsys) -> None:
     train_to_end(small_config(epochs=1), tmp_path / "run", data_dir)
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    (tmp_path / "run" / "run.json").write_text(json.dumps({**info, "finished": False}))
     checkpoint = tmp_path / "run" / "checkpoint.pt"
     checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    # No --data-dir: the checkpoint is checked before any data is looked for.
     code, _, err = run_cli(["train", "--resume", str(tmp_path / "run")], capsys)
     assert code == 1 and "checkpoint.pt" in err and "truncated" in err
     assert err.count("\n") == 1
@@ -270,7 +299,7 @@ def test_damaged_run_json_is_one_line_error_on_resume(tmp_path: Path, data_dir: 
     train_to_end(small_config(epochs=1), tmp_path / "run", data_dir)
     (tmp_path / "run" / "run.json").write_text("{not json")
     code, _, err = run_cli(["train", "--resume", str(tmp_path / "run")], capsys)
-    assert code == 1 and "run.json: cannot read JSON" in err and len(err.strip().splitlines()) == 1
+    assert code == 1 and "run.json: not JSON" in err and len(err.strip().splitlines()) == 1
 
 
 def test_compile_without_a_compiler_is_one_line_error(tmp_path: Path, capsys, monkeypatch) -> None:

@@ -8,7 +8,6 @@ seconds per epoch is the result.
 import argparse
 import dataclasses
 import json
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,11 +17,12 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from mnistlab.checkpoint import atomic_write_text
 from mnistlab.config import Config
-from mnistlab.data import get_spec, load_split
+from mnistlab.data import Loader, get_spec, load_split
+from mnistlab.device import pick_device
+from mnistlab.fileio import atomic_write_text
 from mnistlab.models import create_model
-from mnistlab.train import Run, check_compiler, pick_device
+from mnistlab.train import Parts, check_compiler, setup, train_epoch
 
 
 class NotebookMNIST(torch.utils.data.Dataset):
@@ -83,38 +83,51 @@ def bench(
     notebook_data = torch.utils.data.DataLoader(
         NotebookMNIST(images, labels, spec.mean, spec.std), batch_size=batch_size, shuffle=True
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        config = Config(model=model_name, batch_size=batch_size, seed=0)
-        variants = {
-            "trainer": Run(config, Path(tmp), device, data_dir),
-            "trainer, no channels_last": Run(
-                dataclasses.replace(config, channels_last=False), Path(tmp), device, data_dir
-            ),
-        }
-        if compile:
-            variants["trainer, compiled"] = Run(config, Path(tmp), device, data_dir, compile=True)
-            # The compiled models share one forward (Chain's), each with a graph of its own;
-            # past dynamo's recompile limit (8) the rest would quietly run uncompiled.
-            limit = torch._dynamo.config.recompile_limit
-            torch._dynamo.config.recompile_limit = max(limit, 2 + len(others))
-        for name in others:
-            label = f"trainer{', compiled' if compile else ''}: {name}"
-            other = dataclasses.replace(config, model=name)
-            variants[label] = Run(other, Path(tmp), device, data_dir, compile=compile)
-        # Untimed warm-up: the first batches pay for kernel selection, (on CUDA) handles and
-        # (compiled) the compilation.
-        notebook_loop(notebook_model, notebook_data, notebook_opt, device, 2)
-        for run in variants.values():
-            run.train_epoch(0, progress=False, max_batches=2)
-        seconds = {"notebook loop": 0.0, **{name: 0.0 for name in variants}}
-        for r in tqdm(range(rounds), desc="bench rounds"):
+    config = Config(model=model_name, batch_size=batch_size, seed=0)
+
+    def trainer(cfg: Config, compiled: bool) -> tuple[Parts, Loader]:
+        loader = Loader(
+            images,
+            labels,
+            batch_size,
+            shuffle=True,
+            seed=0,
+            mean=spec.mean,
+            std=spec.std,
+            device=device,
+            channels_last=cfg.channels_last,
+        )
+        return setup(cfg, device, len(loader), compiled), loader
+
+    variants = {
+        "trainer": trainer(config, False),
+        "trainer, no channels_last": trainer(
+            dataclasses.replace(config, channels_last=False), False
+        ),
+    }
+    if compile:
+        variants["trainer, compiled"] = trainer(config, True)
+        # The compiled models share one forward (Chain's), each with a graph of its own;
+        # past dynamo's recompile limit (8) the rest would quietly run uncompiled.
+        limit = torch._dynamo.config.recompile_limit
+        torch._dynamo.config.recompile_limit = max(limit, 2 + len(others))
+    for name in others:
+        label = f"trainer{', compiled' if compile else ''}: {name}"
+        variants[label] = trainer(dataclasses.replace(config, model=name), compile)
+    # Untimed warm-up: the first batches pay for kernel selection, (on CUDA) handles and
+    # (compiled) the compilation.
+    notebook_loop(notebook_model, notebook_data, notebook_opt, device, 2)
+    for parts, loader in variants.values():
+        train_epoch(parts, loader, 0, max_batches=2)
+    seconds = {"notebook loop": 0.0, **{name: 0.0 for name in variants}}
+    for r in tqdm(range(rounds), desc="bench rounds"):
+        started = time.perf_counter()
+        notebook_loop(notebook_model, notebook_data, notebook_opt, device, batches)
+        seconds["notebook loop"] += time.perf_counter() - started
+        for name, (parts, loader) in variants.items():
             started = time.perf_counter()
-            notebook_loop(notebook_model, notebook_data, notebook_opt, device, batches)
-            seconds["notebook loop"] += time.perf_counter() - started
-            for name, run in variants.items():
-                started = time.perf_counter()
-                run.train_epoch(r + 1, progress=False, max_batches=batches)
-                seconds[name] += time.perf_counter() - started
+            train_epoch(parts, loader, r + 1, max_batches=batches)
+            seconds[name] += time.perf_counter() - started
     images_timed = rounds * batches * batch_size
     rows = {}
     for name, s in seconds.items():

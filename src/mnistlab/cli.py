@@ -183,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(
+        "--tensorboard",
+        default=None,
+        metavar="DIR",
+        help="also write TensorBoard event files here (needs mnistlab[tensorboard])",
+    )
+    p.add_argument(
         "--compile",
         action="store_true",
         help="train through torch.compile (faster epochs after a one-time compile; needs a C++ "
@@ -250,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plot", help="accuracy and loss curves of one run (PNG)")
     p.add_argument("run", metavar="RUNDIR")
-    p.add_argument("--out", default=None, help="PNG path (default RUNDIR/curves.png)")
+    p.add_argument("--out", required=True, help="PNG file to write, e.g. curves.png")
     p.set_defaults(handler=cmd_plot)
 
     # use

@@ -7,19 +7,15 @@ holding a metrics.jsonl, sorted by name).
 
 import argparse
 import json
-import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mnistlab.checkpoint import atomic_write_text, read_json, read_metrics
 from mnistlab.errors import MnistlabError
+from mnistlab.fileio import atomic_write_text
+from mnistlab.rundir import Run, find_runs, read_run
 
 TARGET_ACC = 99.4  # test accuracy (%) the experiments aim for
 LAST_N = 3  # epochs averaged for a steadier "final" accuracy than the last epoch alone
-
-RUN_INFO_KEYS = ("params", "macs", "rf", "epochs_planned")
-EPOCH_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds")
 
 HEADERS = [
     "run",
@@ -50,91 +46,27 @@ LEGEND = "\n".join(
         f"first ≥{TARGET_ACC} = first epoch with test accuracy ≥ {TARGET_ACC}%.",
         "train s = seconds of training in all epochs (evaluation not included).",
         "trained on = device, and CPU threads (s/epoch depends on both; so do the last digits).",
+        "— = not measured (a run that read the test set only at its end, or never).",
     ]
 )
 FORMATS = ("text", "markdown", "json")
 
 
-@dataclass
-class Run:
-    name: str
-    path: Path
-    config: dict[str, Any]
-    info: dict[str, Any]
-    metrics: list[dict[str, Any]]
-
-    @property
-    def finished(self) -> bool:
-        """All planned epochs are in metrics.jsonl and the trainer marked the run finished."""
-        return (
-            len(self.metrics) >= self.info["epochs_planned"] and self.info.get("finished") is True
-        )
-
-    @property
-    def progress(self) -> str:
-        return f"{len(self.metrics)}/{self.info['epochs_planned']} epochs"
-
-
-def find_runs(paths: list[str | Path]) -> list[Path]:
-    """Run directories named by `paths`: each is a run directory or a folder of them."""
-    found: list[Path] = []
-    for path in map(Path, paths):
-        if (path / "metrics.jsonl").is_file():
-            candidates = [path]
-        elif path.is_dir():
-            candidates = sorted(p for p in path.iterdir() if (p / "metrics.jsonl").is_file())
-            if not candidates:
-                raise MnistlabError(
-                    f"{path}: not a run directory (no metrics.jsonl) and holds none; "
-                    "pass run directories written by `mnistlab train` or a folder of them"
-                )
-        else:
-            raise MnistlabError(f"{path}: no such directory")
-        # The same run named twice (directly and through its folder) is listed once.
-        found += [p for p in candidates if p.resolve() not in {f.resolve() for f in found}]
-    return found
-
-
-def load_run(path: str | Path) -> Run:
-    """Read a run directory's config.toml, run.json and metrics.jsonl, checking what we use."""
-    path = Path(path)
-    config_path = path / "config.toml"
-    if not config_path.is_file():
-        raise MnistlabError(f"{path}: no config.toml; is this a run directory?")
-    try:
-        config = tomllib.loads(config_path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise MnistlabError(f"{config_path}: cannot read ({e})") from e
-    if not (path / "run.json").is_file():
-        raise MnistlabError(f"{path}: no run.json; is this a run directory?")
-    info = read_json(path / "run.json")
-    missing = [k for k in RUN_INFO_KEYS if not isinstance(info, dict) or k not in info]
-    if missing:
-        raise MnistlabError(
-            f"{path / 'run.json'}: missing {', '.join(missing)}; the file is damaged"
-        )
-    metrics = read_metrics(path)
-    if not metrics:
-        raise MnistlabError(
-            f"{path}: metrics.jsonl has no epochs yet; wait for the first epoch to finish"
-        )
-    for record in metrics:
-        missing = [k for k in EPOCH_KEYS if k not in record]
-        if missing:
-            raise MnistlabError(
-                f"{path / 'metrics.jsonl'}: epoch {record.get('epoch', '?')} lacks "
-                f"{', '.join(missing)}; the file is damaged"
-            )
-    return Run(name=path.resolve().name, path=path, config=config, info=info, metrics=metrics)
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None
 
 
 def summarize_run(run: Run) -> dict[str, Any]:
     """The run's compare row (accuracies in %, as in metrics.jsonl)."""
     metrics = run.metrics
-    best = max(metrics, key=lambda r: r["test_acc"])  # the earliest epoch on ties
+    tested = [r for r in metrics if "test_acc" in r]
+    # The earliest epoch on ties; runs that never read the test set have no best.
+    best = max(tested, key=lambda r: r["test_acc"]) if tested else None
     last = metrics[-LAST_N:]
     best_train = max(r["train_acc"] for r in metrics)
-    reached = [r["epoch"] for r in metrics if r["test_acc"] >= TARGET_ACC]
+    reached = [r["epoch"] for r in tested if r["test_acc"] >= TARGET_ACC]
+    last_test = [r["test_acc"] for r in last if "test_acc" in r]
+    last_val = [r["val_acc"] for r in last if "val_acc" in r]
     return {
         "name": run.name,
         "experiment": run.config.get("name", run.name),
@@ -144,17 +76,14 @@ def summarize_run(run: Run) -> dict[str, Any]:
         "rf": run.info["rf"],
         "epochs": len(metrics),
         "epochs_planned": run.info["epochs_planned"],
-        "best_test_acc": best["test_acc"],
-        "best_test_epoch": best["epoch"],
-        "last_test_acc": metrics[-1]["test_acc"],
-        "last3_test_acc": round(sum(r["test_acc"] for r in last) / len(last), 4),
-        "last3_val_acc": (
-            round(sum(r["val_acc"] for r in last) / len(last), 4)
-            if all("val_acc" in r for r in last)
-            else None
-        ),
+        "best_test_acc": best["test_acc"] if best else None,
+        "best_test_epoch": best["epoch"] if best else None,
+        "last_test_acc": metrics[-1].get("test_acc"),
+        "last3_test_acc": _mean(last_test) if len(last_test) == len(last) else None,
+        "last3_val_acc": _mean(last_val) if len(last_val) == len(last) else None,
         "best_train_acc": best_train,
-        "train_test_gap": round(best_train - best["test_acc"], 4),  # best train − best test
+        # best train − best test
+        "train_test_gap": round(best_train - best["test_acc"], 4) if best else None,
         "first_epoch_target": reached[0] if reached else None,
         "seconds_per_epoch": round(sum(r["seconds"] for r in metrics) / len(metrics), 4),
         "train_seconds": round(sum(r["seconds"] for r in metrics), 3),
@@ -175,19 +104,23 @@ def trained_on(info: dict[str, Any]) -> str:
 
 def _cells(row: dict[str, Any]) -> list[str]:
     first = row["first_epoch_target"]
+
+    def pct(value: float | None, sign: str = "") -> str:
+        return "—" if value is None else f"{value:{sign}.2f}"
+
     return [
         row["name"],
         f"{row['params']:,}",
         f"{row['macs'] / 1e6:.2f}M",
         str(row["rf"]),
         f"{row['epochs']}/{row['epochs_planned']}",
-        f"{row['best_test_acc']:.2f}",
-        str(row["best_test_epoch"]),
-        f"{row['last_test_acc']:.2f}",
-        f"{row['last3_test_acc']:.2f}",
-        "—" if row["last3_val_acc"] is None else f"{row['last3_val_acc']:.2f}",
-        f"{row['best_train_acc']:.2f}",
-        f"{row['train_test_gap']:+.2f}",
+        pct(row["best_test_acc"]),
+        "—" if row["best_test_epoch"] is None else str(row["best_test_epoch"]),
+        pct(row["last_test_acc"]),
+        pct(row["last3_test_acc"]),
+        pct(row["last3_val_acc"]),
+        pct(row["best_train_acc"]),
+        pct(row["train_test_gap"], "+"),
         "—" if first is None else str(first),
         f"{row['seconds_per_epoch']:.1f}",
         f"{row['train_seconds']:.0f}",
@@ -223,7 +156,7 @@ def format_table(rows: list[dict[str, Any]], fmt: str = "text", legend: bool = T
 
 
 def compare_from_cli(args: argparse.Namespace) -> None:
-    rows = [summarize_run(load_run(path)) for path in find_runs(args.runs)]
+    rows = [summarize_run(read_run(path)) for path in find_runs(args.runs)]
     table = format_table(rows, args.format)
     if args.out:
         atomic_write_text(Path(args.out), table + "\n")

@@ -14,6 +14,11 @@ from mnistlab.errors import MnistlabError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("none", "step", "onecycle", "cosine")
+# When the test set is read: after every epoch (the drill-down's curves), once at the end
+# (timed recipes: evaluation is not training time), or never (search trials choose on the
+# validation split alone and must not see the test set).
+TEST_WHEN = ("every-epoch", "end", "never")
+PRECISIONS = ("fp32", "bf16", "auto")  # auto: bf16 where the CPU/GPU computes it natively
 
 
 @dataclass
@@ -61,6 +66,11 @@ class ExpectConfig:
 
 
 @dataclass
+class LogConfig:
+    tensorboard: str = ""  # folder for TensorBoard event files ("" = none)
+
+
+@dataclass
 class Config:
     name: str = "experiment"
     model: str = "seed"
@@ -74,12 +84,16 @@ class Config:
     limit_test: int = 0
     channels_last: bool = True
     label_smoothing: float = 0.0
+    test: str = "every-epoch"  # one of TEST_WHEN
+    ema: float = 0.0  # decay of an exponential moving average of the weights (0: off)
+    precision: str = "fp32"  # one of PRECISIONS
     target: str = ""
     analysis: str = ""
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     expect: ExpectConfig = field(default_factory=ExpectConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
 
 def _build(cls: type, data: dict[str, Any], where: str, prefix: str = "") -> Any:
@@ -134,6 +148,20 @@ def validate(cfg: Config, where: str) -> Config:
     need(cfg.limit_train >= 0, "limit_train", "must be >= 0", cfg.limit_train)
     need(cfg.limit_test >= 0, "limit_test", "must be >= 0", cfg.limit_test)
     need(0 <= cfg.label_smoothing < 1, "label_smoothing", "must be in [0, 1)", cfg.label_smoothing)
+    need(cfg.test in TEST_WHEN, "test", f"must be one of {', '.join(TEST_WHEN)}", cfg.test)
+    need(
+        cfg.test != "never" or cfg.val_size > 0,
+        "test",
+        '"never" needs val_size > 0 (something to measure)',
+        cfg.test,
+    )
+    need(0 <= cfg.ema < 1, "ema", "must be in [0, 1) (0: off)", cfg.ema)
+    need(
+        cfg.precision in PRECISIONS,
+        "precision",
+        f"must be one of {', '.join(PRECISIONS)}",
+        cfg.precision,
+    )
     opt, sched, aug = cfg.optimizer, cfg.scheduler, cfg.augment
     need(
         opt.name in OPTIMIZERS,
@@ -211,6 +239,22 @@ def override(cfg: Config, where: str = "command line", **changes: Any) -> Config
             node = node[table]
         node[leaf] = value
     return from_dict(data, where)
+
+
+def cli_overrides(cfg: Config, args: Any) -> Config:
+    """The config with `mnistlab train`'s flags applied (flags left unset change nothing)."""
+    return override(
+        cfg,
+        "command line",
+        model=args.model,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        val_size=args.val_size,
+        limit_train=args.limit_train,
+        limit_test=args.limit_test,
+        **{"optimizer.lr": args.lr},
+    )
 
 
 def dumps_toml(data: dict[str, Any]) -> str:

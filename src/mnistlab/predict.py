@@ -20,9 +20,10 @@ from PIL import Image
 from torch import nn
 
 from mnistlab import preprocess
-from mnistlab.checkpoint import atomic_write_bytes, load_model
 from mnistlab.data import MNIST
 from mnistlab.errors import MnistlabError
+from mnistlab.fileio import atomic_write_bytes
+from mnistlab.rundir import load_model
 
 BATCH_SIZE = 256
 

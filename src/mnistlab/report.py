@@ -14,7 +14,6 @@ import argparse
 import io
 import re
 import sys
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +23,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from mnistlab import data
-from mnistlab.checkpoint import atomic_write_bytes, atomic_write_text
-from mnistlab.compare import (
-    LAST_N,
-    TARGET_ACC,
-    Run,
-    find_runs,
-    format_table,
-    load_run,
-    summarize_run,
-)
+from mnistlab.compare import LAST_N, TARGET_ACC, format_table, summarize_run
 from mnistlab.config import load_config
 from mnistlab.errors import MnistlabError
+from mnistlab.fileio import write_files
+from mnistlab.rundir import Run, find_runs, read_predictions, read_run
 
 DPI = 100
 # Figure sizes in inches; at DPI dots per inch a (10, 4) figure is a 1000x400 PNG.
@@ -97,19 +89,7 @@ def class_names(run: Run) -> tuple[str, ...]:
 
 def load_predictions(run: Run) -> dict[str, np.ndarray] | None:
     """predictions.npz as {"label", "pred", "confidence"}; None when the run has none yet."""
-    path = run.path / "predictions.npz"
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path) as npz:
-            arrays = {key: npz[key] for key in ("label", "pred", "confidence")}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
-        raise MnistlabError(
-            f"{path}: not a readable predictions file ({e}); it may be truncated"
-        ) from e
-    if not len(arrays["label"]) == len(arrays["pred"]) == len(arrays["confidence"]):
-        raise MnistlabError(f"{path}: label, pred and confidence differ in length; it is damaged")
-    return arrays
+    return read_predictions(run.path)
 
 
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
@@ -150,15 +130,17 @@ ACC_FLOOR = 97.0
 
 def curves_figure(run: Run) -> Figure:
     """Accuracy and loss per epoch, train against test (and validation when there is one)."""
-    epochs = [r["epoch"] for r in run.metrics]
     fig = new_figure(FIGSIZES["curves"])
     acc_ax, loss_ax = fig.subplots(1, 2)
     for split in ("train", "val", "test"):
-        if not all(f"{split}_acc" in r for r in run.metrics):
-            continue  # no validation split in this run
+        # A split measured only in some epochs (the test set at the end) gets those points.
+        measured = [r for r in run.metrics if f"{split}_acc" in r]
+        if not measured:
+            continue
         style = {"color": SPLIT_COLORS[split], "marker": "o", "label": SPLIT_LABELS[split]}
-        acc_ax.plot(epochs, [r[f"{split}_acc"] for r in run.metrics], **style)
-        loss_ax.plot(epochs, [r[f"{split}_loss"] for r in run.metrics], **style)
+        at = [r["epoch"] for r in measured]
+        acc_ax.plot(at, [r[f"{split}_acc"] for r in measured], **style)
+        loss_ax.plot(at, [r[f"{split}_loss"] for r in measured], **style)
     acc_ax.axhline(TARGET_ACC, color="grey", linestyle="--", linewidth=1, label=f"{TARGET_ACC}%")
     # The interesting differences are tenths of a point near 99%: a first epoch at 67% would
     # flatten them, so the axis starts at ACC_FLOOR and lower points sit below it.
@@ -187,7 +169,7 @@ def params_figure(rows: list[dict[str, Any]]) -> Figure:
     ax = fig.subplots()
     floor = ACC_FLOOR + 1.5
     experiments: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
+    for row in (r for r in rows if r["last3_test_acc"] is not None):
         experiments.setdefault(row["experiment"], []).append(row)
     for name, group in experiments.items():
         for row in group:
@@ -295,18 +277,20 @@ def misclassified_figure(
 
 
 class FigureWriter:
-    """Writes PNGs into one folder under unique file names and returns their Markdown links."""
+    """Renders PNGs for one folder under unique file names and returns their Markdown links.
+
+    The files are kept in `files` and written together with the report, all or nothing.
+    """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.used: set[str] = set()
+        self.files: dict[Path, bytes] = {}
 
     def write(self, fig: Figure, stem: str, alt: str) -> str:
         name, n = f"{stem}.png", 2
-        while name in self.used:  # two runs with the same directory name
+        while self.folder / name in self.files:  # two runs with the same directory name
             name, n = f"{stem}-{n}.png", n + 1
-        self.used.add(name)
-        atomic_write_bytes(self.folder / name, png_bytes(fig))
+        self.files[self.folder / name] = png_bytes(fig)
         return f"![{alt}]({self.folder.name}/{name})"
 
 
@@ -420,8 +404,8 @@ def write_report(
     is the folder whose TOML files hold each experiment's Analysis.
     """
     out = Path(out)
-    runs = [load_run(path) for path in find_runs(run_paths)]
-    final_run = load_run(final) if final else runs[-1]
+    runs = [read_run(path) for path in find_runs(run_paths)]
+    final_run = read_run(final) if final else runs[-1]
     rows = [summarize_run(run) for run in runs]
     figures = FigureWriter(out / "figures")
     with matplotlib.style.context("default"):
@@ -450,18 +434,18 @@ def write_report(
         ]
         lines += final_section(final_run, figures, data_dir)
     path = out / "README.md"
-    atomic_write_text(path, "\n".join(lines).rstrip("\n") + "\n")
+    text = "\n".join(lines).rstrip("\n") + "\n"
+    write_files({**figures.files, path: text.encode()})
     return path
 
 
-def plot_run(run_path: str | Path, out: str | Path | None = None) -> Path:
-    """Write the accuracy and loss curves of one run as a PNG (default RUNDIR/curves.png)."""
-    run = load_run(run_path)
-    path = Path(out) if out else run.path / "curves.png"
+def plot_run(run_path: str | Path, out: str | Path) -> Path:
+    """Write the accuracy and loss curves of one run as a PNG at `out`."""
+    run = read_run(run_path)
     warn_if_partial(run)
     with matplotlib.style.context("default"):
-        atomic_write_bytes(path, png_bytes(curves_figure(run)))
-    return path
+        write_files({Path(out): png_bytes(curves_figure(run))})
+    return Path(out)
 
 
 def report_from_cli(args: argparse.Namespace) -> None:

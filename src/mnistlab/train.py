@@ -1,68 +1,56 @@
-"""The trainer: one short loop, checkpoints every epoch, exact resume.
+"""The trainer: set-up from a config, `train_epoch`, `evaluate`, and `fit` with sinks.
 
 Speed comes from keeping the data on the device as tensors (no DataLoader, no per-sample
 Python), counting train accuracy from the same forward pass the loss uses (the seed notebook
 ran the model twice per batch), channels_last memory format, and optionally torch.compile
 (`--compile`). `mnistlab bench` measures each against the notebook's loop.
+
+`fit` knows nothing of files: after every epoch it hands the record to its sinks (the
+console, the run directory, TensorBoard). Where runs live on disk is rundir.py's business;
+train_from_cli wires the two together.
 """
 
 import argparse
-import json
 import math
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any, Protocol
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
+from mnistlab import rundir
 from mnistlab.augment import make_augment
-from mnistlab.checkpoint import (
-    CHECKPOINT_FORMAT,
-    atomic_write_bytes,
-    atomic_write_text,
-    load_torch,
-    read_json,
-    read_metrics,
-    save_model,
-    save_torch,
-)
-from mnistlab.config import Config, dumps_toml, from_dict, load_config, override, to_dict
-from mnistlab.data import Loader, get_spec, load_split, split_validation
+from mnistlab.config import Config, cli_overrides, load_config
+from mnistlab.data import DatasetSpec, Loader, get_spec, load_split, split_validation
+from mnistlab.device import cpu_info, pick_device, resolve_precision
 from mnistlab.errors import MnistlabError
 from mnistlab.evaluate import predict, summarize_predictions, test_line
 from mnistlab.models import create_model
 from mnistlab.summary import format_table, model_stats, summarize
 
-
-def pick_device(name: str | None) -> torch.device:
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise MnistlabError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise MnistlabError(f"--device {name}: CUDA is not available here; use --device cpu")
-    return device
+# ----------------------------------------------------------------------------- set-up
 
 
 def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
     opt = cfg.optimizer
-    if opt.name == "sgd":
-        return torch.optim.SGD(
-            model.parameters(),
+    optimizers = {
+        "sgd": lambda p: torch.optim.SGD(
+            p,
             lr=opt.lr,
             momentum=opt.momentum,
             nesterov=opt.nesterov,
             weight_decay=opt.weight_decay,
-        )
-    if opt.name == "adam":
-        return torch.optim.Adam(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
-    return torch.optim.AdamW(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
+        ),
+        "adam": lambda p: torch.optim.Adam(p, lr=opt.lr, weight_decay=opt.weight_decay),
+        "adamw": lambda p: torch.optim.AdamW(p, lr=opt.lr, weight_decay=opt.weight_decay),
+    }
+    return optimizers[opt.name](model.parameters())
 
 
 def make_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
@@ -92,230 +80,311 @@ def nll_loss(log_probs: torch.Tensor, target: torch.Tensor, smoothing: float) ->
     return loss
 
 
-class Run:
-    """Everything one training run needs, built from a config (the run directory is its record)."""
+@dataclass
+class Parts:
+    """What set-up builds from a config: the model and what trains it."""
 
-    def __init__(
-        self, cfg: Config, run_dir: Path, device: torch.device, data_dir=None, compile=False
-    ) -> None:
-        self.cfg, self.run_dir, self.device = cfg, Path(run_dir), device
-        if device.type == "cuda":
-            # Same seed, same numbers: cuDNN's autotuner and non-deterministic kernels would
-            # make two runs of one seed differ in the last bits, and then in the metrics.
-            torch.backends.cudnn.benchmark = False
-            torch.backends.cudnn.deterministic = True
-        spec = get_spec(cfg.dataset)
-        self.spec = spec
-        train_images, train_labels = load_split(spec.name, train=True, root=data_dir)
-        test_images, test_labels = load_split(spec.name, train=False, root=data_dir)
-        if cfg.limit_train:
-            train_images, train_labels = (
-                train_images[: cfg.limit_train],
-                train_labels[: cfg.limit_train],
+    model: nn.Module  # the weights: checkpoints and evaluation use it
+    step_model: nn.Module  # what training steps call: the model, or it compiled
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # an LR scheduler or None
+    per_batch: bool  # the scheduler steps per batch (else per epoch)
+    ema: AveragedModel | None  # the averaged weights, evaluated instead of the model
+    bf16: bool  # train steps under bf16 autocast
+    smoothing: float
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+
+def setup(
+    cfg: Config, device: torch.device, steps_per_epoch: int, compile: bool = False, bf16=False
+) -> Parts:
+    """Model, optimizer, schedule and loss from a config; the initial weights depend on the
+    seed only."""
+    if device.type == "cuda":
+        # Same seed, same numbers: cuDNN's autotuner and non-deterministic kernels would
+        # make two runs of one seed differ in the last bits, and then in the metrics.
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.model).to(device)
+    if cfg.channels_last:
+        # NHWC lets oneDNN/cuDNN pick faster convolution kernels (see `mnistlab bench`).
+        model = model.to(memory_format=torch.channels_last)
+    # Training steps go through the compiled module; it shares the model's parameters, so
+    # checkpoints and evaluation use the plain model. Inductor fuses each ReLU + BatchNorm
+    # pair, forward and backward, into one pass over the activations (see `mnistlab bench`).
+    # dynamic=False: kernels specialised to the batch size (the smaller last batch of an
+    # epoch runs eagerly, see train_epoch).
+    step_model = torch.compile(model, dynamic=False) if compile else model
+    optimizer = make_optimizer(cfg, model)
+    scheduler, per_batch = make_scheduler(cfg, optimizer, steps_per_epoch)
+    ema = None
+    if cfg.ema:
+        # BatchNorm's running statistics are averaged too (use_buffers), so the averaged
+        # model is evaluated as a whole.
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+    return Parts(model, step_model, optimizer, scheduler, per_batch, ema, bf16, cfg.label_smoothing)
+
+
+@dataclass
+class Loaders:
+    train: Loader
+    val: Loader | None
+    test: Loader | None  # None when the run never reads the test set
+    spec: DatasetSpec
+
+
+def make_loaders(cfg: Config, device: torch.device, data_dir=None) -> Loaders:
+    """The splits as tensors on the device; the test split is not even read for test='never'."""
+    spec = get_spec(cfg.dataset)
+    train_images, train_labels = load_split(spec.name, train=True, root=data_dir)
+    if cfg.limit_train:
+        train_images, train_labels = (
+            train_images[: cfg.limit_train],
+            train_labels[: cfg.limit_train],
+        )
+    norm = dict(mean=spec.mean, std=spec.std, device=device, channels_last=cfg.channels_last)
+    val = test = None
+    if cfg.val_size:
+        if cfg.val_size >= len(train_images):
+            raise MnistlabError(
+                f"val_size {cfg.val_size} leaves no training images of {len(train_images)}; "
+                "lower val_size"
             )
+        (train_images, train_labels), (val_images, val_labels) = split_validation(
+            train_images, train_labels, cfg.val_size
+        )
+        val = Loader(val_images, val_labels, cfg.test_batch_size, **norm)
+    if cfg.test != "never":
+        test_images, test_labels = load_split(spec.name, train=False, root=data_dir)
         if cfg.limit_test:
             test_images, test_labels = test_images[: cfg.limit_test], test_labels[: cfg.limit_test]
-        self.val_loader = None
-        norm = dict(mean=spec.mean, std=spec.std, device=device, channels_last=cfg.channels_last)
-        if cfg.val_size:
-            (train_images, train_labels), (val_images, val_labels) = split_validation(
-                train_images, train_labels, cfg.val_size
+        test = Loader(test_images, test_labels, cfg.test_batch_size, **norm)
+    train = Loader(
+        train_images,
+        train_labels,
+        cfg.batch_size,
+        shuffle=True,
+        seed=cfg.seed,
+        augment=make_augment(cfg.augment),
+        **norm,
+    )
+    return Loaders(train, val, test, spec)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def train_epoch(
+    parts: Parts, loader: Loader, epoch: int, progress: bool = False, max_batches: int | None = None
+) -> tuple[float, float]:
+    """One pass over the training set (or its first `max_batches`): (mean loss, accuracy %)."""
+    model, optimizer = parts.step_model, parts.optimizer
+    model.train()
+    device = next(parts.model.parameters()).device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    processed = 0
+    pbar = tqdm(loader.batches(epoch), total=len(loader), disable=not progress, leave=True)
+    for batch_idx, (data, target) in enumerate(pbar):
+        if batch_idx == max_batches:
+            break
+        optimizer.zero_grad(set_to_none=True)
+        # Compiled, the epoch's smaller last batch would need a graph of its own (25 s of
+        # compiling with an empty cache, for gap_deep at 2 threads); it runs eagerly instead.
+        step = model if len(target) == loader.batch_size else parts.model
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=parts.bf16):
+            output = step(data)
+        loss = nll_loss(output.float(), target, parts.smoothing)
+        loss.backward()
+        optimizer.step()
+        if parts.ema is not None:
+            parts.ema.update_parameters(parts.model)
+        if parts.per_batch:
+            parts.scheduler.step()
+        # Count from the forward pass we already have; no second forward, no sync here.
+        loss_sum += loss.detach() * len(target)
+        correct += (output.detach().argmax(dim=1) == target).sum()
+        processed += len(target)
+        if batch_idx % 50 == 0 or batch_idx == len(loader) - 1:
+            if not math.isfinite(loss.item()):
+                raise MnistlabError(
+                    f"loss became {loss.item()} at epoch {epoch}, batch {batch_idx}; stopped, "
+                    "the last good checkpoint is kept (lower the learning rate and try again)"
+                )
+            pbar.set_description(
+                f"Epoch={epoch} Loss={loss.item():.4f} batch_id={batch_idx} "
+                f"Accuracy={100 * correct.item() / processed:0.2f}%",
+                refresh=False,
             )
-            self.val_loader = Loader(val_images, val_labels, cfg.test_batch_size, **norm)
-        self.train_loader = Loader(
-            train_images,
-            train_labels,
-            cfg.batch_size,
-            shuffle=True,
-            seed=cfg.seed,
-            augment=make_augment(cfg.augment),
-            **norm,
+    if parts.scheduler and not parts.per_batch:
+        parts.scheduler.step()
+    return loss_sum.item() / processed, 100.0 * correct.item() / processed
+
+
+def evaluate(model: nn.Module, loader: Loader) -> tuple[dict, torch.Tensor]:
+    """Loss, accuracy and confusion of `model` on a split, and its log-probabilities."""
+    log_probs = predict(model, loader)
+    return summarize_predictions(log_probs, loader.labels), log_probs
+
+
+class Sink(Protocol):
+    """Told after every epoch (all records so far) and once when training ends."""
+
+    def epoch(self, records: list[dict], parts: Parts) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def fit(
+    cfg: Config,
+    parts: Parts,
+    loaders: Loaders,
+    sinks: list[Sink],
+    start_epoch: int = 1,
+    records: list[dict] | None = None,
+    progress: bool = False,
+) -> tuple[list[dict], torch.Tensor | None]:
+    """Train from `start_epoch` to cfg.epochs; returns the records and the last test
+    log-probabilities (None if the test set was not read in this call)."""
+    records = list(records or [])
+    test_log_probs = None
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        lr = parts.optimizer.param_groups[0]["lr"]
+        started = time.perf_counter()
+        train_loss, train_acc = train_epoch(parts, loaders.train, epoch, progress)
+        seconds = time.perf_counter() - started
+        record: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc}
+        if loaders.val is not None:
+            val, _ = evaluate(parts.eval_model, loaders.val)
+            record.update(val_loss=val["loss"], val_acc=val["accuracy"])
+        if loaders.test is not None and (cfg.test == "every-epoch" or epoch == cfg.epochs):
+            test, test_log_probs = evaluate(parts.eval_model, loaders.test)
+            record.update(test_loss=test["loss"], test_acc=test["accuracy"])
+        record.update(
+            lr=lr,
+            seconds=round(seconds, 3),
+            images_per_s=round(loaders.train.num_samples / seconds, 1),
         )
-        self.test_loader = Loader(test_images, test_labels, cfg.test_batch_size, **norm)
+        records.append(record)
+        for sink in sinks:
+            sink.epoch(records, parts)
+    for sink in sinks:
+        sink.close()
+    return records, test_log_probs
 
-        torch.manual_seed(cfg.seed)  # the model's initial weights depend on the seed only
-        self.model = create_model(cfg.model).to(device)
-        if cfg.channels_last:
-            # NHWC lets oneDNN/cuDNN pick faster convolution kernels (see `mnistlab bench`).
-            self.model = self.model.to(memory_format=torch.channels_last)
-        # Training steps go through the compiled module; it shares the model's parameters, so
-        # checkpoints and evaluation use the plain model. Inductor fuses each ReLU + BatchNorm
-        # pair, forward and backward, into one pass over the activations (see `mnistlab bench`).
-        self.compiled = compile
-        # dynamic=False: every step's kernels are specialised to the batch size (the smaller
-        # last batch of an epoch runs eagerly, see train_epoch).
-        self.train_model = torch.compile(self.model, dynamic=False) if compile else self.model
-        self.optimizer = make_optimizer(cfg, self.model)
-        self.scheduler, self.per_batch = make_scheduler(cfg, self.optimizer, len(self.train_loader))
-        self.start_epoch = 1
 
-    # --------------------------------------------------------------- checkpoints
+# ----------------------------------------------------------------------------- sinks
 
-    def save_checkpoint(self, epoch: int) -> None:
-        save_torch(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "version": 1,
-                "epoch": epoch,
-                "model_name": self.cfg.model,
-                "config": to_dict(self.cfg),
-                "model_state": self.model.state_dict(),
-                "optimizer_state": self.optimizer.state_dict(),
-                "scheduler_state": self.scheduler.state_dict() if self.scheduler else None,
-                "rng_cpu": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "dataset": self.spec.name,
-                "mean": self.spec.mean,
-                "std": self.spec.std,
-            },
-            self.run_dir / "checkpoint.pt",
-        )
 
-    def load_checkpoint(self) -> None:
-        path = self.run_dir / "checkpoint.pt"
-        state = load_torch(path, CHECKPOINT_FORMAT)
-        if state["model_name"] != self.cfg.model:
-            raise MnistlabError(
-                f"{path}: holds model {state['model_name']!r}, config says {self.cfg.model!r}"
-            )
+class ConsoleSink:
+    """The seed notebook's result lines after every epoch."""
+
+    def __init__(self, loaders: Loaders) -> None:
+        self.sizes = {
+            "val": len(loaders.val.labels) if loaders.val else 0,
+            "test": len(loaders.test.labels) if loaders.test else 0,
+        }
+
+    def epoch(self, records: list[dict], parts: Parts) -> None:
+        record = records[-1]
+        for split, name in (("val", "Validation"), ("test", "Test")):
+            if f"{split}_acc" in record:
+                total = self.sizes[split]
+                correct = round(record[f"{split}_acc"] * total / 100)
+                print(test_line(record[f"{split}_loss"], correct, total, name))
+
+    def close(self) -> None:
+        pass
+
+
+class RunDirSink:
+    """metrics.jsonl and checkpoint.pt after every epoch: what --resume continues from."""
+
+    def __init__(self, path: Path, cfg: Config, spec: DatasetSpec) -> None:
+        self.path, self.cfg, self.spec = path, cfg, spec
+
+    def epoch(self, records: list[dict], parts: Parts) -> None:
+        rundir.write_metrics(self.path, records)
+        rundir.write_checkpoint(self.path, checkpoint_state(self.cfg, parts, records[-1]["epoch"]))
+
+    def close(self) -> None:
+        pass
+
+
+class TensorBoardSink:
+    """Every number of every epoch record as a scalar, under its split (train/, val/, test/)."""
+
+    def __init__(self, logdir: str | Path) -> None:
         try:
-            self.model.load_state_dict(state["model_state"])
-            self.optimizer.load_state_dict(state["optimizer_state"])
-            if self.scheduler:
-                self.scheduler.load_state_dict(state["scheduler_state"])
-        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
             raise MnistlabError(
-                f"{path}: does not match this run's model or optimizer ({e})"
+                "--tensorboard needs the tensorboard package; pip install 'mnistlab[tensorboard]'"
             ) from None
+        try:
+            self.writer = SummaryWriter(str(logdir))
+        except OSError as e:
+            raise MnistlabError(
+                f"cannot write TensorBoard logs to {logdir} ({e.strerror})"
+            ) from None
+
+    def epoch(self, records: list[dict], parts: Parts) -> None:
+        record = records[-1]
+        for key, value in record.items():
+            if key != "epoch" and isinstance(value, int | float):
+                split, _, name = key.partition("_")
+                tag = f"{split}/{name}" if split in ("train", "val", "test") else key
+                self.writer.add_scalar(tag, value, record["epoch"])
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_state(cfg: Config, parts: Parts, epoch: int) -> dict[str, Any]:
+    import dataclasses
+
+    return {
+        "epoch": epoch,
+        "model_name": cfg.model,
+        "config": dataclasses.asdict(cfg),
+        "model_state": parts.model.state_dict(),
+        "optimizer_state": parts.optimizer.state_dict(),
+        "scheduler_state": parts.scheduler.state_dict() if parts.scheduler else None,
+        "ema_state": parts.ema.state_dict() if parts.ema is not None else None,
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore(parts: Parts, state: dict[str, Any], cfg: Config, where: Path) -> int:
+    """Load a checkpoint's state into `parts`; returns the epoch it was written after."""
+    if state.get("model_name") != cfg.model:
+        raise MnistlabError(
+            f"{where}: holds model {state.get('model_name')!r}, config says {cfg.model!r}"
+        )
+    try:
+        parts.model.load_state_dict(state["model_state"])
+        parts.optimizer.load_state_dict(state["optimizer_state"])
+        if parts.scheduler:
+            parts.scheduler.load_state_dict(state["scheduler_state"])
+        if parts.ema is not None:
+            parts.ema.load_state_dict(state["ema_state"])
         torch.set_rng_state(state["rng_cpu"])
-        if state["rng_cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
-        self.start_epoch = state["epoch"] + 1
-
-    # --------------------------------------------------------------- the loop
-
-    def train_epoch(
-        self, epoch: int, progress: bool, max_batches: int | None = None
-    ) -> tuple[float, float]:
-        """One pass over the training set (or its first `max_batches`): (mean loss, accuracy %)."""
-        model, optimizer, loader = self.train_model, self.optimizer, self.train_loader
-        model.train()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), dtype=torch.long, device=self.device)
-        processed = 0
-        pbar = tqdm(loader.batches(epoch), total=len(loader), disable=not progress, leave=True)
-        for batch_idx, (data, target) in enumerate(pbar):
-            if batch_idx == max_batches:
-                break
-            optimizer.zero_grad(set_to_none=True)
-            # Compiled, the epoch's smaller last batch would need a graph of its own (25 s of
-            # compiling with an empty cache, for gap_deep at 2 threads); it runs eagerly instead.
-            output = (model if len(target) == loader.batch_size else self.model)(data)
-            loss = nll_loss(output, target, self.cfg.label_smoothing)
-            loss.backward()
-            optimizer.step()
-            if self.per_batch:
-                self.scheduler.step()
-            # Count from the forward pass we already have; no second forward, no sync here.
-            loss_sum += loss.detach() * len(target)
-            correct += (output.detach().argmax(dim=1) == target).sum()
-            processed += len(target)
-            if batch_idx % 50 == 0 or batch_idx == len(loader) - 1:
-                if not math.isfinite(loss.item()):
-                    raise MnistlabError(
-                        f"loss became {loss.item()} at epoch {epoch}, batch {batch_idx}; "
-                        f"stopped, the last good checkpoint is kept in {self.run_dir} "
-                        "(lower the learning rate and try again)"
-                    )
-                pbar.set_description(
-                    f"Epoch={epoch} Loss={loss.item():.4f} batch_id={batch_idx} "
-                    f"Accuracy={100 * correct.item() / processed:0.2f}%",
-                    refresh=False,
-                )
-        if self.scheduler and not self.per_batch:
-            self.scheduler.step()
-        return loss_sum.item() / processed, 100.0 * correct.item() / processed
-
-    def run(self, progress: bool = True) -> dict:
-        cfg, run_dir = self.cfg, self.run_dir
-        records = [r for r in _read_records(run_dir) if r["epoch"] < self.start_epoch]
-        test_log_probs = None
-        for epoch in range(self.start_epoch, cfg.epochs + 1):
-            lr = self.optimizer.param_groups[0]["lr"]
-            started = time.perf_counter()
-            train_loss, train_acc = self.train_epoch(epoch, progress)
-            seconds = time.perf_counter() - started
-            record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc}
-            if self.val_loader is not None:
-                val = summarize_predictions(
-                    predict(self.model, self.val_loader), self.val_loader.labels
-                )
-                record.update(val_loss=val["loss"], val_acc=val["accuracy"])
-                print(test_line(val["loss"], val["correct"], val["total"], "Validation"))
-            test_log_probs = predict(self.model, self.test_loader)
-            test = summarize_predictions(test_log_probs, self.test_loader.labels)
-            print(test_line(test["loss"], test["correct"], test["total"]))
-            record.update(
-                test_loss=test["loss"],
-                test_acc=test["accuracy"],
-                lr=lr,
-                seconds=round(seconds, 3),
-                images_per_s=round(self.train_loader.num_samples / seconds, 1),
-            )
-            records.append(record)
-            atomic_write_text(
-                run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records)
-            )
-            self.save_checkpoint(epoch)
-        if test_log_probs is None:  # resumed after the last epoch, before the run finished
-            test_log_probs = predict(self.model, self.test_loader)
-        self.finish(records, test_log_probs)
-        return records[-1]
-
-    def finish(self, records: list[dict], test_log_probs: torch.Tensor) -> None:
-        """Final weights, test-set predictions and the finished flag."""
-        confidence, pred = test_log_probs.exp().max(dim=1)
-        save_model(
-            self.run_dir / "model.pt",
-            self.cfg.model,
-            self.model.state_dict(),
-            config=to_dict(self.cfg),
-            test_acc=records[-1]["test_acc"],
-            dataset=self.spec.name,
-            mean=self.spec.mean,
-            std=self.spec.std,
-        )
-        buffer = _npz_bytes(
-            label=self.test_loader.labels.cpu().numpy().astype(np.uint8),
-            pred=pred.numpy().astype(np.uint8),
-            confidence=confidence.numpy().astype(np.float32),
-        )
-        atomic_write_bytes(self.run_dir / "predictions.npz", buffer)
-        _update_run_info(self.run_dir, finished=True)
-
-
-def _npz_bytes(**arrays: np.ndarray) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    return buffer.getvalue()
-
-
-def _read_records(run_dir: Path) -> list[dict]:
-    return read_metrics(run_dir) if (run_dir / "metrics.jsonl").is_file() else []
-
-
-def _read_run_info(run_dir: Path) -> dict:
-    """run.json as a dict ({} before the run has written one); damaged is a one-line error."""
-    path = run_dir / "run.json"
-    return read_json(path) if path.is_file() else {}
-
-
-def _update_run_info(run_dir: Path, **changes) -> None:
-    info = _read_run_info(run_dir)
-    info.update(changes)
-    atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2) + "\n")
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise MnistlabError(
+            f"{where}: does not match this run's model or optimizer ({e})"
+        ) from None
+    if state.get("rng_cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng_cuda"])
+    return state["epoch"]
 
 
 def check_compiler() -> None:
@@ -331,104 +400,173 @@ def check_compiler() -> None:
         )
 
 
-def start_run(
-    cfg: Config, run_dir: Path, device: torch.device, data_dir=None, compile: bool = False
-) -> Run:
-    """Create a new run directory (config.toml, run.json) and the Run for it."""
-    run_dir = Path(run_dir)
-    if (run_dir / "metrics.jsonl").exists():
-        raise MnistlabError(
-            f"{run_dir}: already holds a run; use --resume {run_dir} or another --out"
-        )
-    run = Run(cfg, run_dir, device, data_dir, compile)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.toml", dumps_toml(to_dict(cfg)))
-    stats = model_stats(create_model(cfg.model), (1, 28, 28))
-    _update_run_info(
-        run_dir,
-        name=cfg.name,
-        model=cfg.model,
-        dataset=cfg.dataset,
+# ----------------------------------------------------------------------------- runs
+
+
+def run_info(cfg: Config, device: torch.device, compile: bool, precision: str) -> dict[str, Any]:
+    """run.json at the start: what the run is and what it runs on."""
+    with torch.random.fork_rng(devices=[]):  # building a model to measure it draws weights
+        stats = model_stats(create_model(cfg.model), (1, 28, 28))
+    return {
+        "name": cfg.name,
+        "model": cfg.model,
+        "dataset": cfg.dataset,
         **stats,
-        device=str(device),
-        torch=torch.__version__,
-        threads=torch.get_num_threads(),
-        compile=compile,
-        epochs_planned=cfg.epochs,
-        finished=False,
+        "device": str(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "compile": compile,
+        "precision": precision,
+        "ema": cfg.ema,
+        "cpu": cpu_info(),
+        "epochs_planned": cfg.epochs,
+    }
+
+
+def finish(path: Path, cfg: Config, parts: Parts, loaders: Loaders, records, test_log_probs):
+    """model.pt (the evaluated weights), test predictions, and the finished flag."""
+    predictions = None
+    if loaders.test is not None:
+        if test_log_probs is None:  # resumed after the last epoch, before the run finished
+            _, test_log_probs = evaluate(parts.eval_model, loaders.test)
+        confidence, pred = test_log_probs.exp().max(dim=1)
+        predictions = {
+            "label": loaders.test.labels.cpu().numpy().astype("uint8"),
+            "pred": pred.numpy().astype("uint8"),
+            "confidence": confidence.numpy().astype("float32"),
+        }
+    state = rundir.final_model_state(
+        cfg, parts.eval_model, records[-1].get("test_acc"), loaders.spec.mean, loaders.spec.std
     )
-    return run
+    rundir.write_final(path, state, predictions)
 
 
-def resume_run(run_dir: Path, device: torch.device, data_dir=None) -> Run:
-    """Rebuild a stopped run from its directory and restore its last checkpoint.
+def train_run(
+    cfg: Config,
+    out: Path,
+    device: torch.device,
+    data_dir=None,
+    compile: bool = False,
+    progress: bool = False,
+    tensorboard: str | None = None,
+    console: bool = True,
+) -> list[dict]:
+    """Train a new run into `out`; returns its per-epoch records."""
+    rundir.check_new(out)  # before any data is loaded
+    precision = resolve_precision(cfg.precision, device, cpu_info())
+    loaders = make_loaders(cfg, device, data_dir)
+    parts = setup(cfg, device, len(loaders.train), compile, precision == "bf16")
+    sinks = make_sinks(cfg, loaders, tensorboard, console)
+    with rundir.create(out, cfg, run_info(cfg, device, compile, precision)) as path:
+        sinks.append(RunDirSink(path, cfg, loaders.spec))
+        records, test_log_probs = fit(cfg, parts, loaders, sinks, progress=progress)
+        finish(path, cfg, parts, loaders, records, test_log_probs)
+    return records
 
-    A run started with --compile goes on compiled: the same kernels, the same numbers.
+
+def resume_run(
+    path: Path,
+    device: torch.device,
+    data_dir=None,
+    progress: bool = False,
+    tensorboard: str | None = None,
+    console: bool = True,
+) -> list[dict] | None:
+    """Continue a stopped run where its checkpoint left it; None if it had finished.
+
+    A run started with --compile goes on compiled, in the same precision: the same kernels,
+    the same numbers.
     """
-    run_dir = Path(run_dir)
-    config_path = run_dir / "config.toml"
-    if not config_path.is_file():
-        raise MnistlabError(f"{run_dir}: not a run directory (no config.toml)")
-    import tomllib
+    path = Path(path)
+    cfg, info, metrics, has_checkpoint = rundir.resumable(path)  # before any data is loaded
+    if info.get("finished") is True and len(metrics) >= cfg.epochs:
+        return None
+    with rundir.reopen(path):
+        start_epoch, state = 1, None
+        if has_checkpoint:
+            state = rundir.read_checkpoint(path)
+            start_epoch = state["epoch"] + 1
+            if start_epoch - 1 > len(metrics) or len(metrics) - (start_epoch - 1) > 1:
+                raise MnistlabError(
+                    f"{path}: checkpoint.pt is from epoch {start_epoch - 1} but metrics.jsonl "
+                    f"records {len(metrics)}; the run directory is damaged"
+                )
+        loaders = make_loaders(cfg, device, data_dir)
+        compile = bool(info.get("compile", False))
+        parts = setup(cfg, device, len(loaders.train), compile, info.get("precision") == "bf16")
+        if state is not None:
+            restore(parts, state, cfg, path / rundir.CHECKPOINT)
+        sinks = make_sinks(cfg, loaders, tensorboard, console)
+        sinks.append(RunDirSink(path, cfg, loaders.spec))
+        if console:
+            print(f"Resuming {path} at epoch {start_epoch} of {cfg.epochs}")
+        records, test_log_probs = fit(
+            cfg, parts, loaders, sinks, start_epoch, metrics[: start_epoch - 1], progress
+        )
+        finish(path, cfg, parts, loaders, records, test_log_probs)
+    return records
 
-    cfg = from_dict(tomllib.loads(config_path.read_text()), str(config_path))
-    run = Run(cfg, run_dir, device, data_dir, _read_run_info(run_dir).get("compile", False))
-    if (run_dir / "checkpoint.pt").exists():
-        run.load_checkpoint()
-    return run
+
+def make_sinks(cfg: Config, loaders: Loaders, tensorboard: str | None, console: bool) -> list:
+    sinks: list[Sink] = [ConsoleSink(loaders)] if console else []
+    logdir = tensorboard or cfg.log.tensorboard
+    if logdir:
+        sinks.append(TensorBoardSink(logdir))
+    return sinks
+
+
+RESUME_CONFLICTS = (
+    "experiment",
+    "model",
+    "epochs",
+    "batch_size",
+    "lr",
+    "max_lr",
+    "seed",
+    "val_size",
+    "limit_train",
+    "limit_test",
+    "out",
+    "compile",
+)
 
 
 def train_from_cli(args: argparse.Namespace) -> None:
-    if args.threads:
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     if args.compile:
         check_compiler()
+    progress = not args.quiet
     if args.resume:
-        changed = [
-            k
-            for k in (
-                "experiment",
-                "model",
-                "epochs",
-                "batch_size",
-                "lr",
-                "seed",
-                "val_size",
-                "limit_train",
-                "limit_test",
-                "out",
-                "compile",
-            )
-            if getattr(args, k)
-        ]
+        changed = [k for k in RESUME_CONFLICTS if getattr(args, k, None) not in (None, False)]
         if changed:
             raise MnistlabError(
                 f"--resume continues a run as configured; drop --{changed[0].replace('_', '-')}"
             )
-        run = resume_run(Path(args.resume), device, args.data_dir)
-        print(f"Resuming {args.resume} at epoch {run.start_epoch} of {run.cfg.epochs}")
+        records = resume_run(Path(args.resume), device, args.data_dir, progress, args.tensorboard)
+        if records is None:
+            print(f"{args.resume}: already finished; nothing to resume")
+            return
+        out = Path(args.resume)
     else:
         cfg = load_config(args.experiment) if args.experiment else Config(name=args.model or "seed")
-        cfg = override(
-            cfg,
-            "command line",
-            model=args.model,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            val_size=args.val_size,
-            limit_train=args.limit_train,
-            limit_test=args.limit_test,
-            **{"optimizer.lr": args.lr},
-        )
+        cfg = cli_overrides(cfg, args)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = Path(args.out) if args.out else Path("runs") / f"{cfg.name}-{stamp}"
-        run = start_run(cfg, run_dir, device, args.data_dir, args.compile)
+        out = Path(args.out) if args.out else Path("runs") / f"{cfg.name}-{stamp}"
+        rundir.check_new(out)
         print(format_table(summarize(create_model(cfg.model))))
         print(
             f"Training {cfg.name} ({cfg.model}) on {device}, {torch.get_num_threads()} threads"
-            f"{', compiled' if args.compile else ''} -> {run_dir}"
+            f"{', compiled' if args.compile else ''} -> {out}"
         )
-    last = run.run(progress=not args.quiet)
-    print(f"Done: test accuracy {last['test_acc']:.2f}%, run directory {run.run_dir}")
+        records = train_run(
+            cfg, out, device, args.data_dir, args.compile, progress, args.tensorboard
+        )
+    last = records[-1]
+    result = (
+        f"test accuracy {last['test_acc']:.2f}%"
+        if "test_acc" in last
+        else f"validation accuracy {last['val_acc']:.2f}%"
+    )
+    print(f"Done: {result}, run directory {out}")

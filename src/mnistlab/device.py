@@ -1,0 +1,61 @@
+"""Which device and precision a command runs on, and what CPU it is (recorded in run.json)."""
+
+from pathlib import Path
+
+import torch
+
+from mnistlab.errors import MnistlabError
+
+# Device types this tool trains and predicts on; others (mps, meta, xla, ...) are refused.
+DEVICE_TYPES = ("cpu", "cuda")
+# CPU flags that decide speed and float summation order (AVX-512 and AVX2 machines sum in
+# different orders, so the same seed follows another path), and native bf16 support.
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def pick_device(name: str | None) -> torch.device:
+    """The device named (cpu, cuda, cuda:N), or CUDA when present, else the CPU."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise MnistlabError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N") from None
+    if device.type not in DEVICE_TYPES:
+        raise MnistlabError(f"--device {name}: this tool runs on cpu or cuda; use one of those")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise MnistlabError(f"--device {name}: CUDA is not available here; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise MnistlabError(
+                f"--device {name}: there are {torch.cuda.device_count()} CUDA devices; "
+                "use cuda:0 or another that exists"
+            )
+    return device
+
+
+def cpu_info(cpuinfo: str | None = None) -> dict[str, object]:
+    """The CPU's model name and the vector flags in CPU_FLAGS it has (Linux; else unknown)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return {"model": "unknown", "flags": []}
+    model, flags = "unknown", set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and model == "unknown":
+            model = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags = set(value.split())
+    return {"model": model, "flags": [f for f in CPU_FLAGS if f in flags]}
+
+
+def resolve_precision(precision: str, device: torch.device, cpu: dict[str, object]) -> str:
+    """'fp32' or 'bf16': 'auto' picks bf16 only where the hardware computes it natively."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    native = {"avx512_bf16", "amx_bf16"} & set(cpu["flags"])  # type: ignore[arg-type]
+    return "bf16" if native else "fp32"

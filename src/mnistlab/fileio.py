@@ -1,0 +1,101 @@
+"""Writing files so that nothing is ever half-written, and failures are one line.
+
+Every file the tool writes goes through `atomic_write_bytes`: a temporary file beside the
+target, then a rename. A reader sees the old file or the new one, never a torn one; a full
+disk or a read-only folder leaves no temporary file behind and becomes a MnistlabError that
+names the path and what to do.
+"""
+
+import os
+import secrets
+from pathlib import Path
+
+from mnistlab.errors import MnistlabError
+
+
+def write_error(path: Path, e: OSError) -> MnistlabError:
+    """The one-line message for a failed write of `path`."""
+    reason = e.strerror or type(e).__name__
+    return MnistlabError(
+        f"cannot write {path} ({reason}); free some space or choose a writable folder"
+    )
+
+
+def make_dirs(folder: Path) -> list[Path]:
+    """mkdir -p that returns the folders it created (outermost first), for cleaning up."""
+    folder = Path(folder)
+    missing = []
+    for parent in (folder, *folder.parents):
+        if parent.is_dir():
+            break
+        missing.append(parent)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        remove_dirs(missing[::-1])
+        raise write_error(folder, e) from None
+    return missing[::-1]
+
+
+def remove_dirs(created: list[Path]) -> None:
+    """Remove folders `make_dirs` created, innermost first, where they are still empty."""
+    for folder in reversed(created):
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, then rename: readers never see half a file.
+
+    The temporary file is created with mode 0666 so the umask applies as for any new file
+    (no process-wide umask juggling).
+    """
+    path = Path(path)
+    created = make_dirs(path.parent)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        remove_dirs(created)
+        raise write_error(path, e) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        remove_dirs(created)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def write_files(files: dict[Path, bytes]) -> None:
+    """Write several files, each atomically; if one fails, the new ones already written go.
+
+    Folders the call created are removed again too, so a failed report or export leaves
+    the disk as it was (files it replaced keep their new content: each is whole).
+    """
+    created: list[Path] = []
+    new: list[Path] = []
+    try:
+        for path, data in files.items():
+            path = Path(path)
+            created += make_dirs(path.parent)
+            if not path.exists():
+                new.append(path)
+            atomic_write_bytes(path, data)
+    except BaseException:
+        for path in new:
+            path.unlink(missing_ok=True)
+        for folder in reversed(created):
+            remove_dirs([folder])
+        raise
