@@ -334,3 +334,25 @@ def test_ship_copies_the_weights_with_a_description(tmp_path: Path, data_dir: Pa
     description = json.loads((tmp_path / "package" / "final.json").read_text())
     assert description["model"] == "gap_dropout" and description["params"] == 6560
     assert description["last_test_acc"] == records[-1]["test_acc"]
+
+
+def test_bn_recalibration_gives_the_plain_statistics_of_the_clean_images() -> None:
+    from mnistlab.data import Loader
+    from mnistlab.train import recalibrate_bn
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.BatchNorm2d(3)).eval()
+    images = torch.randint(0, 256, (50, 28, 28), dtype=torch.uint8)
+    loader = Loader(images, torch.zeros(50, dtype=torch.long), 16, mean=0.5, std=0.25)
+    recalibrate_bn(model, loader)
+    x = (images.float().div(255).unsqueeze(1) - 0.5) / 0.25
+    features = model[0](x).detach()
+    bn = model[1]
+    assert not model.training and bn.momentum == 0.1  # left as it was
+    # Batches of 16, 16, 16 and 2, each weighing the same: the average of the batch means
+    # and of the (unbiased) batch variances.
+    batches = [features[i : i + 16] for i in range(0, 50, 16)]
+    means = torch.stack([b.mean(dim=(0, 2, 3)) for b in batches])
+    variances = torch.stack([b.var(dim=(0, 2, 3)) for b in batches])
+    assert torch.allclose(bn.running_mean, means.mean(dim=0), atol=1e-5)
+    assert torch.allclose(bn.running_var, variances.mean(dim=0), atol=1e-4)

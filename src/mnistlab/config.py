@@ -86,6 +86,9 @@ class Config:
     label_smoothing: float = 0.0
     test: str = "every-epoch"  # one of TEST_WHEN
     ema: float = 0.0  # decay of an exponential moving average of the weights (0: off)
+    # Recompute BatchNorm's statistics after every epoch from this many clean (unaugmented)
+    # training images, so evaluation normalises as for the clean digits it sees (0: off).
+    bn_recalibrate: int = 0
     precision: str = "fp32"  # one of PRECISIONS
     target: str = ""
     analysis: str = ""
@@ -156,6 +159,7 @@ def validate(cfg: Config, where: str) -> Config:
         cfg.test,
     )
     need(0 <= cfg.ema < 1, "ema", "must be in [0, 1) (0: off)", cfg.ema)
+    need(cfg.bn_recalibrate >= 0, "bn_recalibrate", "must be >= 0 (0: off)", cfg.bn_recalibrate)
     need(
         cfg.precision in PRECISIONS,
         "precision",

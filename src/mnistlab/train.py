@@ -135,6 +135,7 @@ class Loaders:
     val: Loader | None
     test: Loader | None  # None when the run never reads the test set
     spec: DatasetSpec
+    clean: Loader | None = None  # unaugmented training images for BatchNorm statistics
 
 
 def make_loaders(cfg: Config, device: torch.device, data_dir=None) -> Loaders:
@@ -172,7 +173,11 @@ def make_loaders(cfg: Config, device: torch.device, data_dir=None) -> Loaders:
         augment=make_augment(cfg.augment),
         **norm,
     )
-    return Loaders(train, val, test, spec)
+    clean = None
+    if cfg.bn_recalibrate:
+        n = cfg.bn_recalibrate
+        clean = Loader(train_images[:n], train_labels[:n], cfg.test_batch_size, **norm)
+    return Loaders(train, val, test, spec, clean)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -225,6 +230,30 @@ def train_epoch(
     return loss_sum.item() / processed, 100.0 * correct.item() / processed
 
 
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, loader: Loader) -> None:
+    """Recompute every BatchNorm's running mean and variance as plain averages of the
+    per-batch statistics over `loader`.
+
+    Training leaves statistics of augmented batches, blended over the last ~10 batches;
+    evaluation sees clean digits.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over all batches
+    was_training = model.training
+    model.train()
+    for data, _ in loader.batches():
+        model(data)
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+    model.train(was_training)
+
+
 def evaluate(model: nn.Module, loader: Loader) -> tuple[dict, torch.Tensor]:
     """Loss, accuracy and confusion of `model` on a split, and its log-probabilities."""
     log_probs = predict(model, loader)
@@ -257,6 +286,8 @@ def fit(
         started = time.perf_counter()
         train_loss, train_acc = train_epoch(parts, loaders.train, epoch, progress)
         seconds = time.perf_counter() - started
+        if loaders.clean is not None:
+            recalibrate_bn(parts.eval_model, loaders.clean)
         record: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc}
         if loaders.val is not None:
             val, _ = evaluate(parts.eval_model, loaders.val)
@@ -418,6 +449,7 @@ def run_info(cfg: Config, device: torch.device, compile: bool, precision: str) -
         "compile": compile,
         "precision": precision,
         "ema": cfg.ema,
+        "bn_recalibrate": cfg.bn_recalibrate,
         "cpu": cpu_info(),
         "epochs_planned": cfg.epochs,
     }
