@@ -739,3 +739,10 @@ def test_macs_of_a_transposed_conv_by_hand():
     s = summarize(model, (2, 5, 5))
     assert s.layers[0].output_shape == [-1, 6, 11, 11]  # (5 - 1)*2 + 3 = 11
     assert s.macs == 1_350
+
+
+def test_cli_summary_of_a_user_model_whose_forward_fails(capsys):
+    assert cli.main(["summary", "torch.nn:Upsample"]) == 1  # neither size nor scale_factor
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1
+    assert "model 'torch.nn:Upsample' fails on input shape 1,28,28 (ValueError: " in err

@@ -33,11 +33,15 @@ def _load_file(spec: str, path: Path) -> object:
         raise _fail(spec, f"{str(path)!r} cannot be loaded as Python")
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module  # dataclasses and pickling look modules up here
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)  # as `python file.py` would: it may import its neighbours
     try:
         module_spec.loader.exec_module(module)
     except Exception as e:
         del sys.modules[name]
         raise _fail(spec, f"running {str(path)!r} raised {type(e).__name__}: {e}") from e
+    finally:
+        sys.path.remove(folder)
     return module
 
 

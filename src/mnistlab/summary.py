@@ -616,13 +616,16 @@ def _summarize_spec(spec: str, input_shape: tuple[int, ...]) -> Summary:
     from mnistlab.modelspec import build_model
 
     model = build_model(spec)
+    # A user's forward() failing is their input; a registered model failing on anything but
+    # a shape mismatch (a RuntimeError) is a bug here and keeps its traceback.
+    expected = Exception if ":" in spec else RuntimeError
     try:
         return summarize(model, input_shape)
-    except RuntimeError as e:
-        reason = str(e).splitlines()[0]
+    except expected as e:
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         raise MnistlabError(
-            f"model {spec!r} does not accept input shape {','.join(map(str, input_shape))} "
-            f"({reason}); pass a shape it was built for with --input"
+            f"model {spec!r} fails on input shape {','.join(map(str, input_shape))} "
+            f"({reason}); pass a shape it was built for with --input, or fix its forward()"
         ) from e
 
 
