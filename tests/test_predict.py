@@ -306,10 +306,14 @@ def test_classify_gives_probabilities_and_leaves_its_input_alone(random_model_fi
     np.testing.assert_array_equal(images, before)
 
 
-def test_default_checkpoint_lives_in_the_package():
-    path = predict.default_checkpoint()
-    assert path.name == "final.pt"
-    assert path.parent == Path(predict.__file__).parent / "weights"
+def test_default_checkpoint_is_the_model_that_final_json_describes(shipped):
+    # The two shipped files must agree: the weights predict uses by default, and the numbers
+    # weights/final.json publishes for them.
+    model, meta = shipped
+    info = json.loads((predict.default_checkpoint().parent / "final.json").read_text())
+    assert meta["model_name"] == info["model"]
+    assert count_parameters(model) == info["params"]
+    assert meta["test_acc"] == info["last_test_acc"]
 
 
 # ----------------------------------------------------------------------------- shipped model

@@ -8,7 +8,16 @@ from torch import nn
 from mnistlab import cli
 from mnistlab.errors import MnistlabError
 from mnistlab.models import create_model
-from mnistlab.summary import has_linear, model_stats, parse_shape, summarize
+from mnistlab.summary import (
+    Axis,
+    format_table,
+    has_linear,
+    model_stats,
+    parse_shape,
+    summarize,
+    transposed_axis,
+    window_axis,
+)
 
 
 def rf_chain(model: nn.Module, input_shape=(1, 28, 28)) -> list[tuple[int, int, float]]:
@@ -22,39 +31,53 @@ def rf_chain(model: nn.Module, input_shape=(1, 28, 28)) -> list[tuple[int, int, 
 # from (r, j, start) = (1, 1, 0.5).
 
 
-def test_rf_padded_3x3_convs():
-    model = nn.Sequential(
+def case_padded_3x3_convs() -> nn.Module:
+    return nn.Sequential(
         nn.Conv2d(1, 4, 3, padding=1),  # r = 1 + 2*1 = 3, j = 1, start = 0.5 + (1 - 1)*1 = 0.5
         nn.Conv2d(4, 4, 3, padding=1),  # r = 3 + 2 = 5
         nn.Conv2d(4, 4, 3, padding=1),  # r = 5 + 2 = 7
     )
+
+
+def test_rf_padded_3x3_convs():
+    model = case_padded_3x3_convs()
     assert rf_chain(model) == [(3, 1, 0.5), (5, 1, 0.5), (7, 1, 0.5)]
 
 
-def test_rf_stride_2_conv():
-    model = nn.Sequential(
+def case_stride_2_conv() -> nn.Module:
+    return nn.Sequential(
         nn.Conv2d(1, 4, 3, stride=2, padding=1),  # r = 3, j = 1*2 = 2, start = 0.5 + 0 = 0.5
         nn.Conv2d(4, 4, 3, padding=1),  # r = 3 + 2*2 = 7, j = 2, start = 0.5 + (1 - 1)*2 = 0.5
         nn.Conv2d(4, 4, 3),  # r = 7 + 2*2 = 11, j = 2, start = 0.5 + (1 - 0)*2 = 2.5
     )
+
+
+def test_rf_stride_2_conv():
+    model = case_stride_2_conv()
     assert rf_chain(model) == [(3, 2, 0.5), (7, 2, 0.5), (11, 2, 2.5)]
 
 
+def case_tuple_sizes_count_like_ints() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 4, (3, 3), stride=(2, 2), padding=(1, 1)))
+
+
 def test_rf_tuple_sizes_count_like_ints():
-    model = nn.Sequential(nn.Conv2d(1, 4, (3, 3), stride=(2, 2), padding=(1, 1)))
-    assert rf_chain(model) == [(3, 2, 0.5)]
+    assert rf_chain(case_tuple_sizes_count_like_ints()) == [(3, 2, 0.5)]
 
 
-def test_rf_dilated_conv():
-    model = nn.Sequential(
+def case_dilated_conv() -> nn.Module:
+    return nn.Sequential(
         nn.Conv2d(1, 4, 3, dilation=2),  # k_eff = 2*2 + 1 = 5: r = 5, j = 1, start = 0.5 + 2 = 2.5
         nn.Conv2d(4, 4, 3),  # r = 5 + 2 = 7, start = 2.5 + 1 = 3.5
     )
-    assert rf_chain(model) == [(5, 1, 2.5), (7, 1, 3.5)]
 
 
-def test_rf_max_pooling_and_layers_that_keep_it():
-    model = nn.Sequential(
+def test_rf_dilated_conv():
+    assert rf_chain(case_dilated_conv()) == [(5, 1, 2.5), (7, 1, 3.5)]
+
+
+def case_max_pooling_and_layers_that_keep_it() -> nn.Module:
+    return nn.Sequential(
         nn.Conv2d(1, 4, 3),  # r = 3, j = 1, start = 0.5 + 1 = 1.5
         nn.BatchNorm2d(4),  # unchanged
         nn.ReLU(),  # unchanged
@@ -62,6 +85,10 @@ def test_rf_max_pooling_and_layers_that_keep_it():
         nn.Dropout(0.1),  # unchanged
         nn.Conv2d(4, 4, 3),  # r = 4 + 2*2 = 8, j = 2, start = 2.0 + 1*2 = 4.0
     )
+
+
+def test_rf_max_pooling_and_layers_that_keep_it():
+    model = case_max_pooling_and_layers_that_keep_it()
     assert rf_chain(model) == [
         (3, 1, 1.5),
         (3, 1, 1.5),
@@ -72,31 +99,314 @@ def test_rf_max_pooling_and_layers_that_keep_it():
     ]
 
 
-def test_rf_adaptive_pool_covers_its_whole_input():
-    model = nn.Sequential(
-        nn.Conv2d(1, 4, 3),  # 28 -> 26: r = 3, j = 1, start = 1.5
-        nn.MaxPool2d(2),  # 26 -> 13: r = 4, j = 2, start = 2.0
-        nn.AdaptiveAvgPool2d(1),  # kernel 13: r = 4 + 12*2 = 28, j = 26, start = 2 + 6*2 = 14.0
+def case_adaptive_pool_to_1x1_is_global_and_keeps_the_last_maps_jump() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3),  # 28 -> 26: r = 3, j = 1, start = 1.5; unit c sees [c, c+3)
+        nn.MaxPool2d(2),  # 26 -> 13: r = 4, j = 2, start = 2.0; unit u sees [2u, 2u+4)
+        nn.AdaptiveAvgPool2d(1),  # units 0..12: [0, 28): r = 28, start 14, jump stays 2
     )
-    assert rf_chain(model) == [(3, 1, 1.5), (4, 2, 2.0), (28, 26, 14.0)]
 
 
-def test_rf_adaptive_pool_to_2x2_is_a_pool_of_half_the_map():
-    model = nn.Sequential(
+def test_rf_adaptive_pool_to_1x1_is_global_and_keeps_the_last_maps_jump():
+    model = case_adaptive_pool_to_1x1_is_global_and_keeps_the_last_maps_jump()
+    assert rf_chain(model) == [(3, 1, 1.5), (4, 2, 2.0), (28, 2, 14.0)]
+    assert [layer.is_global for layer in summarize(model).layers] == [False, False, True]
+
+
+def case_global_max_pool_counts_padding_and_reports_the_last_jump() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, stride=2, padding=1),  # 28 -> 14: unit u sees [2u-1, 2u+2)
+        nn.AdaptiveMaxPool2d((1, 1)),  # units 0..13: [-1, 28): r = 29, start 13.5, jump 2
+        nn.Conv2d(4, 10, 1),  # a 1x1 map after a global pool: unchanged, still global
+    )
+
+
+def test_rf_global_max_pool_counts_padding_and_reports_the_last_jump():
+    model = case_global_max_pool_counts_padding_and_reports_the_last_jump()
+    s = summarize(model)
+    assert rf_chain(model) == [(3, 2, 0.5), (29, 2, 13.5), (29, 2, 13.5)]
+    assert (s.rf, s.jump, s.is_global) == (29, 2, True)  # not 28, the pool's own stride
+
+
+def case_adaptive_pool_to_2x2_is_a_pool_of_half_the_map() -> nn.Module:
+    return nn.Sequential(
         nn.Conv2d(1, 4, 3, stride=2, padding=1),  # 28 -> 14: r = 3, j = 2, start = 0.5
         nn.AdaptiveMaxPool2d(2),  # kernel = stride = 7: r = 3 + 6*2 = 15, j = 14, start = 6.5
     )
+
+
+def test_rf_adaptive_pool_to_2x2_is_a_pool_of_half_the_map():
+    model = case_adaptive_pool_to_2x2_is_a_pool_of_half_the_map()
     assert rf_chain(model) == [(3, 2, 0.5), (15, 14, 6.5)]
 
 
-def test_rf_linear_on_a_flattened_map_sees_the_whole_map():
-    model = nn.Sequential(
-        nn.Conv2d(1, 2, 3, stride=2, padding=1),  # 28 -> 14: r = 3, j = 2, start = 0.5
+def case_adaptive_pool_with_uneven_windows_is_unknown() -> nn.Module:
+    # 14 -> 3: windows [0, 5), [4, 10), [9, 14) differ in size; no single RF describes them.
+    return nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.AdaptiveAvgPool2d(3))
+
+
+def test_rf_adaptive_pool_with_uneven_windows_is_unknown():
+    model = case_adaptive_pool_with_uneven_windows_is_unknown()
+    s = summarize(model)
+    assert rf_chain(model) == [(3, 2, 0.5), (None, None, None)]
+    assert s.rf is None
+    assert s.rf_note.startswith("RF unknown past layer 1: AdaptiveAvgPool2d-2")
+
+
+def case_linear_on_a_flattened_map_is_global() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 2, 3, stride=2, padding=1),  # 28 -> 14: unit u sees [2u-1, 2u+2)
         nn.Flatten(),  # unchanged
-        nn.Linear(2 * 14 * 14, 10),  # kernel 14: r = 3 + 13*2 = 29, j = 28, start = 0.5 + 6.5*2
-        nn.Linear(10, 10),  # a 1x1 map now: unchanged
+        nn.Linear(2 * 14 * 14, 10),  # all 14 units: [-1, 28): r = 29, start 13.5, jump 2
+        nn.Linear(10, 10),  # unchanged
     )
-    assert rf_chain(model) == [(3, 2, 0.5), (3, 2, 0.5), (29, 28, 13.5), (29, 28, 13.5)]
+
+
+def test_rf_linear_on_a_flattened_map_is_global():
+    model = case_linear_on_a_flattened_map_is_global()
+    assert rf_chain(model) == [(3, 2, 0.5), (3, 2, 0.5), (29, 2, 13.5), (29, 2, 13.5)]
+
+
+class ViewThenLinear(nn.Module):
+    """The classic pattern: the flatten is a view in forward(), not a layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, stride=2, padding=1)
+        self.fc = nn.Linear(2 * 14 * 14, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x).view(x.shape[0], -1))
+
+
+def test_rf_a_view_in_forward_counts_as_a_flatten():
+    assert rf_chain(ViewThenLinear()) == [(3, 2, 0.5), (29, 2, 13.5)]
+
+
+# ----------------------------------------------------------------------------- string paddings
+
+
+def case_same_and_valid_padding_with_odd_kernels() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding="same"),  # pads 1 each side: r = 3, j = 1, start = 0.5
+        nn.Conv2d(4, 4, 3, padding="valid"),  # pads 0: r = 5, start = 0.5 + 1 = 1.5
+        nn.Conv2d(4, 4, 3, dilation=2, padding="same"),  # k_eff 5 pads 2: r = 9, start = 1.5
+    )
+
+
+def test_rf_same_and_valid_padding_with_odd_kernels():
+    model = case_same_and_valid_padding_with_odd_kernels()
+    assert rf_chain(model) == [(3, 1, 0.5), (5, 1, 1.5), (9, 1, 1.5)]
+    assert [layer.output_shape[2] for layer in summarize(model).layers] == [28, 26, 26]
+
+
+def case_same_padding_with_an_even_kernel_pads_the_odd_pixel_after() -> nn.Module:
+    # torch pads d*(k-1) in all, total // 2 before the first pixel and the rest after the last
+    # (torch/nn/modules/conv.py; checked below by probing which pixels reach unit 0).
+    return nn.Sequential(
+        nn.Conv2d(1, 1, 2, padding="same"),  # pads 0 before, 1 after: unit 0 reads pixels 0, 1
+        # r = 2, start = 0.5 + (1/2 - 0)*1 = 1.0
+        nn.Conv2d(1, 1, 4, padding="same"),  # pads 1 before, 2 after: unit 0 reads units -1..2
+        # r = 2 + 3 = 5, start = 1.0 + (3/2 - 1)*1 = 1.5: pixels [-1, 4)
+    )
+
+
+def test_rf_same_padding_with_an_even_kernel_pads_the_odd_pixel_after():
+    model = case_same_padding_with_an_even_kernel_pads_the_odd_pixel_after()
+    assert rf_chain(model) == [(2, 1, 1.0), (5, 1, 1.5)]
+    first = model[0]
+    nn.init.ones_(first.weight)
+    nn.init.zeros_(first.bias)
+    x = torch.zeros(1, 1, 6, 6)
+    x[0, 0, 1, 1] = 1.0  # pixel 1 reaches units 0 and 1: unit 0 reads pixels 0 and 1
+    with torch.no_grad():
+        out = first(x)[0, 0]
+    assert out[:2, :2].eq(1).all() and out.sum() == 4
+
+
+# ----------------------------------------------------------------------------- transposed convs
+
+
+def case_transposed_conv_with_stride_1_is_a_padded_conv() -> nn.Module:
+    # Output u reads input u + p - m for taps m = 0, 1, 2: units u-2..u, pixels [u-2, u+1).
+    return nn.Sequential(nn.ConvTranspose2d(1, 1, 3))  # 28 -> 30
+
+
+def test_rf_transposed_conv_with_stride_1_is_a_padded_conv():
+    assert rf_chain(case_transposed_conv_with_stride_1_is_a_padded_conv()) == [(3, 1, -0.5)]
+
+
+def case_transposed_conv_k2_s2_undoes_a_stride_2_conv() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 2, stride=2),  # 28 -> 14: unit i sees [2i, 2i+2): r 2, j 2, start 1
+        nn.ConvTranspose2d(4, 1, 2, stride=2),  # 14 -> 28: u reads unit u // 2 only
+        # units 0, 1 see [0, 2), units 2, 3 see [2, 4): r = 2, centres 1, 1, 3, 3: the mean
+        # jump is 2 / 2 = 1, unevenly spaced; start 1.0
+    )
+
+
+def test_rf_transposed_conv_k2_s2_undoes_a_stride_2_conv():
+    model = case_transposed_conv_k2_s2_undoes_a_stride_2_conv()
+    layer = summarize(model).layers[-1]
+    assert (layer.rf, layer.rf_min, layer.jump, layer.uneven, layer.start) == (2, 2, 1, True, 1.0)
+
+
+def case_transposed_conv_k3_s2_gives_units_of_two_sizes() -> nn.Module:
+    return nn.Sequential(
+        nn.ConvTranspose2d(1, 1, 3, stride=2, padding=1),  # 28 -> 55
+        # u reads i = (u + 1 - m) / 2 for whole numbers: u = 0 reads pixel 0 (m = 1), u = 1
+        # reads pixels 1 and 0 (m = 0, 2): RFs 1 and 2 by turns, centres 0.5, 1.0, 1.5, ...:
+        # evenly spaced, jump 1/2, start 0.5
+        nn.Conv2d(1, 1, 3, padding=1),
+        # u = 0 reads units -1, 0, 1: [-1, 1), [0, 1), [0, 2) -> [-1, 2), r 3, centre 0.5;
+        # u = 1 reads units 0, 1, 2: [0, 1), [0, 2), [1, 2) -> [0, 2), r 2, centre 1.0
+        nn.Conv2d(1, 1, 1, stride=2),  # keeps every other unit: [-1, 2), [0, 3), ...: r 3, j 1
+    )
+
+
+def test_rf_transposed_conv_k3_s2_gives_units_of_two_sizes():
+    model = case_transposed_conv_k3_s2_gives_units_of_two_sizes()
+    cells = [
+        (layer.rf_min, layer.rf, layer.jump, layer.uneven, layer.start)
+        for layer in summarize(model).layers
+    ]
+    assert cells == [(1, 2, 0.5, False, 0.5), (2, 3, 0.5, False, 0.5), (3, 3, 1, False, 0.5)]
+    lines = format_table(summarize(model)).splitlines()
+    row = next(line for line in lines if "ConvTranspose2d-1" in line)
+    assert " 1-2 " in row and " 0.5 " in row
+    assert any(line.startswith("RF a-b:") for line in lines)
+
+
+def case_transposed_conv_whose_outputs_read_nothing_is_unknown() -> nn.Module:
+    # Dilation 2, stride 2: taps land on 2i and 2i + 2, so odd outputs get the bias only.
+    return nn.Sequential(nn.Conv2d(1, 1, 3), nn.ConvTranspose2d(1, 1, 2, stride=2, dilation=2))
+
+
+def test_rf_transposed_conv_whose_outputs_read_nothing_is_unknown():
+    model = case_transposed_conv_whose_outputs_read_nothing_is_unknown()
+    s = summarize(model)
+    assert rf_chain(model) == [(3, 1, 1.5), (None, None, None)]
+    assert s.rf_note == (
+        "RF unknown past layer 1: ConvTranspose2d-2 (some of its outputs read no input)"
+    )
+
+
+def probed_span(model: nn.Module, unit: int, size: int = 40) -> tuple[int, int]:
+    """[lo, hi) of the input rows that reach output unit (unit, unit), found by backprop."""
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.ones_(module.weight)  # no cancellation: every path adds
+    x = torch.ones(1, 1, size, size, requires_grad=True)
+    model(x)[0, 0, unit, unit].backward()
+    rows = x.grad[0, 0].abs().sum(dim=1).nonzero().flatten()
+    return int(rows.min()), int(rows.max()) + 1
+
+
+@pytest.mark.parametrize(
+    ("layers", "walk"),
+    [
+        ([(2, 2, 0, 1)], lambda a: transposed_axis(a, 2, 2, 0, 1)),
+        ([(3, 2, 1, 1)], lambda a: transposed_axis(a, 3, 2, 1, 1)),
+        ([(4, 2, 1, 1)], lambda a: transposed_axis(a, 4, 2, 1, 1)),
+        ([(3, 3, 0, 2)], lambda a: transposed_axis(a, 3, 3, 0, 2)),
+        ([(3, 2, 1, 1), "c3"], lambda a: window_axis(transposed_axis(a, 3, 2, 1, 1), 3, 1, 0, 1)),
+    ],
+)
+def test_transposed_axis_spans_match_backprop(layers, walk):
+    # An independent check of the span arithmetic: which input rows reach each output unit.
+    modules = [
+        nn.Conv2d(1, 1, 3, bias=False)
+        if spec == "c3"
+        else nn.ConvTranspose2d(1, 1, spec[0], stride=spec[1], padding=spec[2], dilation=spec[3],
+                                bias=False)
+        for spec in layers
+    ]  # fmt: skip
+    model = nn.Sequential(*modules)
+    axis = walk(Axis())
+    for unit in range(20, 26):  # well inside the map, away from its edges
+        assert probed_span(model, unit) == axis.span(unit), unit
+
+
+# ----------------------------------------------------------------------------- pooling variants
+
+
+def case_avg_pool_with_ceil_mode() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3),  # 28 -> 26: r = 3, j = 1, start = 1.5
+        nn.AvgPool2d(3, stride=2, ceil_mode=True),  # ceil((26 - 3)/2) + 1 = 13 (12 floored)
+        # r = 3 + 2*1 = 5, j = 2, start = 1.5 + 1*1 = 2.5; the extra last window is clipped,
+        # not wider
+    )
+
+
+def test_rf_avg_pool_with_ceil_mode():
+    model = case_avg_pool_with_ceil_mode()
+    assert rf_chain(model) == [(3, 1, 1.5), (5, 2, 2.5)]
+    assert summarize(model).layers[-1].output_shape == [-1, 4, 13, 13]
+
+
+def case_dilated_max_pool() -> nn.Module:
+    # kernel 2, dilation 2: k_eff = 3; r = 1 + 2 = 3, j = 2, start = 0.5 + 1 = 1.5;
+    # floor((28 - 2*(2-1) - 1) / 2) + 1 = 13 outputs
+    return nn.Sequential(nn.MaxPool2d(2, stride=2, dilation=2))
+
+
+def test_rf_dilated_max_pool():
+    model = case_dilated_max_pool()
+    assert rf_chain(model) == [(3, 2, 1.5)]
+    assert summarize(model).layers[-1].output_shape == [-1, 1, 13, 13]
+
+
+# ----------------------------------------------------------------------------- unknown layers
+
+
+def test_rf_of_an_unknown_layer_ends_the_column_with_a_mark():
+    model = unknown_layer_net()
+    s = summarize(model)
+    assert rf_chain(model) == [(3, 1, 1.5), (None, None, None), (None, None, None)]
+    assert s.rf is None and s.jump is None
+    assert s.rf_note.startswith("RF unknown past layer 1: Upsample-2 (")
+    lines = format_table(s).splitlines()
+    assert any(
+        line.startswith("Receptive field: unknown; RF unknown past layer 1") for line in lines
+    )
+    upsample_row = next(line for line in lines if "Upsample-2" in line)
+    assert upsample_row.split()[-4:-1] == ["?", "?", "?"]
+
+
+class Residual(nn.Module):
+    def __init__(self, inplace: bool) -> None:
+        super().__init__()
+        self.inplace = inplace
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv(x)
+        if self.inplace:
+            out += x  # the sum is the same tensor as the conv's output
+        else:
+            out = out + x
+        return self.relu(out)
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_rf_of_a_residual_sum_is_unknown(inplace):
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), Residual(inplace))
+    s = summarize(model)
+    assert rf_chain(model) == [(3, 1, 1.5), (5, 1, 1.5), (None, None, None)]
+    assert "ReLU-3 (its input is not the previous layer's output" in s.rf_note
+
+
+def test_rf_in_place_activation_keeps_the_chain():
+    model = in_place_relu_net()
+    assert rf_chain(model) == [(3, 1, 1.5), (3, 1, 1.5), (5, 1, 2.5)]
+
+
+def test_rf_of_non_square_layers_is_unknown():
+    model = non_square_net()
+    assert rf_chain(model) == [(None, None, None)] * 2
+    assert "height and width" in summarize(model).rf_note
 
 
 # ----------------------------------------------------------------------------- seed model
@@ -162,9 +472,41 @@ def dilated_grouped_linear_net() -> nn.Module:
     )
 
 
-@pytest.mark.parametrize(
-    "build", [lambda: create_model("seed"), bn_dropout_gap_net, dilated_grouped_linear_net]
-)
+def unknown_layer_net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.Upsample(scale_factor=2), nn.Conv2d(4, 4, 3))
+
+
+def residual_net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 4, 3), Residual(inplace=True))
+
+
+def in_place_relu_net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(inplace=True), nn.Conv2d(4, 4, 3))
+
+
+def non_square_net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 4, (3, 1)), nn.Conv2d(4, 4, (1, 3)))
+
+
+# Every model the tests above work by hand, the seed, and a few mixed stacks.
+CASES = {
+    **{name[5:]: build for name, build in dict(globals()).items() if name.startswith("case_")},
+    "seed": lambda: create_model("seed"),
+    "view_then_linear": ViewThenLinear,
+    "bn_dropout_gap": bn_dropout_gap_net,
+    "dilated_grouped_linear": dilated_grouped_linear_net,
+    "unknown_layer": unknown_layer_net,
+    "residual": residual_net,
+    "in_place_relu": in_place_relu_net,
+    "non_square": non_square_net,
+}
+
+
+def test_cases_cover_every_hand_worked_stack():
+    assert len(CASES) >= 26 and "transposed_conv_k3_s2_gives_units_of_two_sizes" in CASES
+
+
+@pytest.mark.parametrize("build", CASES.values(), ids=CASES.keys())
 def test_shapes_and_params_agree_with_torchinfo(build):
     model = build()
     ours = summarize(model).layers
@@ -249,7 +591,9 @@ def test_cli_summary_table(capsys):
     out = capsys.readouterr().out
     assert "Total params: 258,602" in out
     assert "Conv2d-23" in out
-    assert "Receptive field: 42  jump: 4" in out
+    # Conv2d-21 is a 3x3 conv on the last 3x3 map: its 1x1 output sees all of it, a global
+    # layer; the last map's units are 4 px apart (two 2x2 pools).
+    assert "Receptive field: 42, global (the whole input)  jump: 4 (last map)" in out
 
 
 def test_cli_summary_json(capsys):
@@ -282,3 +626,123 @@ def test_cli_models_lists_seed(capsys):
     seed_line = next(line for line in lines if line.startswith("seed "))
     assert "258,602" in seed_line and " 42 " in seed_line
     assert "The seed notebook's" in seed_line
+
+
+# ----------------------------------------------------------------------------- any model
+
+
+USER_MODEL = """
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, width=4):
+        super().__init__()
+        self.conv = nn.Conv2d(1, width, 3, padding="same")
+        self.pool = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x):
+        return self.pool(self.conv(x))
+
+
+def needs_width(width):
+    return Net(width)
+
+
+def not_a_model():
+    return 3
+
+
+def broken():
+    raise ValueError("no weights here")
+
+
+COUNT = 7
+"""
+
+
+@pytest.fixture
+def user_file(tmp_path):
+    path = tmp_path / "my_models.py"
+    path.write_text(USER_MODEL)
+    return path
+
+
+def test_cli_summary_of_a_class_in_a_file(user_file, capsys):
+    assert cli.main(["summary", f"{user_file}:Net", "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    # conv 'same' 3x3: 4*9 + 4 = 40 params, 28x28 kept; the pool over 28 units of RF 3
+    # ([u-1, u+2)) covers [-1, 29): RF 30, jump 1, global
+    assert [layer["output_shape"] for layer in doc["layers"]] == [[-1, 4, 28, 28], [-1, 4, 1, 1]]
+    assert doc["total_params"] == 40
+    assert (doc["rf"], doc["jump"], doc["is_global"]) == (30, 1, True)
+
+
+def test_cli_summary_of_a_factory_in_a_module(capsys):
+    assert cli.main(["summary", "mnistlab.models.compact:gap_tiny"]) == 0
+    assert "Total params: 4,736" in capsys.readouterr().out  # as `mnistlab models` lists it
+
+
+@pytest.mark.parametrize(
+    ("spec", "problem"),
+    [
+        ("no_such_package.models:Net", "no module 'no_such_package.models'"),
+        ("mnistlab.models.compact:no_such_model", "has no attribute 'no_such_model'"),
+        ("mnistlab.summary:BYTES_PER_VALUE", "'BYTES_PER_VALUE' is a int, not a class"),
+        ("mnistlab.summary:parse_shape", "calling it raised TypeError"),
+        ("mnistlab.models:list_models", "returned a list, not an nn.Module"),
+        ("mnistlab.models:", "no callable named after ':'"),
+        ("{dir}/missing.py:Net", "no file"),
+        ("{file}:needs_width", "calling it raised TypeError"),
+        ("{file}:not_a_model", "returned a int, not an nn.Module"),
+        ("{file}:broken", "calling it raised ValueError: no weights here"),
+        ("{file}:COUNT", "is a int, not a class or function"),
+    ],
+)
+def test_cli_summary_bad_spec_is_one_line(spec, problem, user_file, capsys):
+    spec = spec.format(file=user_file, dir=user_file.parent)
+    assert cli.main(["summary", spec]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"mnistlab: error: model {spec!r}: ")
+    assert problem in lines[0]
+    assert "package.module:callable or path/to/file.py:callable" in lines[0]
+
+
+def test_cli_summary_of_a_file_that_fails_to_import(tmp_path, capsys):
+    path = tmp_path / "bad.py"
+    path.write_text("import no_such_package_here\n")
+    assert cli.main(["summary", f"{path}:Net"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "raised ModuleNotFoundError" in err
+
+
+def test_summary_object_prints_renders_and_serialises():
+    s = summarize(case_global_max_pool_counts_padding_and_reports_the_last_jump())
+    assert str(s) == format_table(s)
+    assert "Receptive field: 29, global (the whole input)  jump: 2 (last map)" in str(s)
+    page = s._repr_html_()
+    assert page.startswith("<table>") and page.count("<tr>") == 1 + 3
+    assert "<td>29 global</td>" in page
+    doc = s.to_dict()
+    assert json.loads(json.dumps(doc)) == doc
+    assert [row["name"] for row in s.rows] == ["Conv2d-1", "AdaptiveMaxPool2d-2", "Conv2d-3"]
+    assert s.rows[1]["rf"] == 29 and s.rows[1]["is_global"] is True
+
+
+def test_macs_of_a_transposed_conv_by_hand():
+    # Groups 2: each of the 2*5*5 input values is scattered to 6/2 = 3 channels * 3*3 taps:
+    # 50 * 3 * 9 = 1,350 multiply-adds. (Counting per output value, as for Conv2d, would give
+    # 6*11*11 outputs * (2/2) * 9 = 6,534, which overcounts the taps that land on nothing.)
+    model = nn.Sequential(nn.ConvTranspose2d(2, 6, 3, stride=2, groups=2, bias=False))
+    s = summarize(model, (2, 5, 5))
+    assert s.layers[0].output_shape == [-1, 6, 11, 11]  # (5 - 1)*2 + 3 = 11
+    assert s.macs == 1_350
+
+
+def test_cli_summary_of_a_user_model_whose_forward_fails(capsys):
+    assert cli.main(["summary", "torch.nn:Upsample"]) == 1  # neither size nor scale_factor
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1
+    assert "model 'torch.nn:Upsample' fails on input shape 1,28,28 (ValueError: " in err

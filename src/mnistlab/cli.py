@@ -160,7 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list registered models with parameter counts")
     p.set_defaults(handler=cmd_models)
     p = sub.add_parser("summary", help="per-layer shapes, params, receptive field, jump, MACs")
-    p.add_argument("model")
+    p.add_argument(
+        "model",
+        help="registered name, package.module:callable or path/to/file.py:callable (an "
+        "nn.Module class or a factory taking no arguments)",
+    )
     p.add_argument("--input", default="1,28,28", help="input shape C,H,W (default 1,28,28)")
     p.add_argument("--format", default="table", choices=["table", "json"])
     p.set_defaults(handler=cmd_summary)

@@ -1,25 +1,37 @@
 """Per-layer summary of a model: output shapes, parameters, receptive field, jump and MACs.
 
-One forward pass of a zero batch (batch size 1, eval mode, no grad) with forward hooks on the
-leaf modules records each leaf layer in execution order, as torchsummary does. The receptive
-field (RF) arithmetic then walks the layers in that order, which is right for sequential chains
-(every model in this project is one); a network with branches would need a graph walk.
+One forward pass of a zero batch (batch size 1, eval mode, no grad) with hooks on the leaf
+modules records each leaf layer in execution order, as torchsummary does. The receptive field
+(RF) walk then follows that order, which is right for chains of layers; when a layer's input is
+not the previous layer's output, unchanged (a branch, a residual sum, a call such as F.relu in
+forward()), the RF column ends there with a mark rather than a guess.
 
-Receptive field arithmetic (A. Dang-Ha The Hien, "A guide to receptive field arithmetic"):
-for a layer with kernel k, stride s, padding p and dilation d, with k_eff = d * (k - 1) + 1,
+Receptive field arithmetic (A. Dang-Ha The Hien, "A guide to receptive field arithmetic"),
+generalised so that it stays exact for every layer it accepts: along one axis, unit i of a map
+(any integer; units past the edges stand for padding) sees the input pixels [lo, hi) of
+spans[i % P], moved by (i // P) * shift. The input starts as P = 1, spans [(0, 1)], shift 1.
+A convolution or pooling window (kernel k, stride s, padding p, dilation d) makes unit u the
+union of input units u*s - p + d*m, m < k; for an ordinary chain P stays 1 and this is
 
-    jump_out  = jump_in * s
-    rf_out    = rf_in + (k_eff - 1) * jump_in
-    start_out = start_in + ((k_eff - 1) / 2 - p) * jump_in
+    jump_out = jump_in * s,  rf_out = rf_in + d*(k-1) * jump_in,
+    start_out = start_in + (d*(k-1)/2 - p) * jump_in
 
-starting from rf 1, jump 1, start 0.5 (the centre of the first input pixel). `start` is the
-centre of the first output unit's receptive field in input pixel coordinates. Values are taken
-along the height; the layers in this project are square. Adaptive pooling to 1x1 and a Linear
-layer on a flattened map see the whole map: they count as a kernel as large as their input.
-Pooling done with torch.nn.functional inside forward() is not a module, so it is not seen.
+from rf 1, jump 1, start 0.5 (the centre of the first pixel). A transposed convolution of
+stride s gives s output units per input unit: P grows by s, and its units may differ in RF
+(kernel 3, stride 2: every other unit sees one input unit fewer) or in spacing. The columns
+report the RF (largest and smallest when units differ), the jump (mean spacing of RF centres,
+"~" when uneven) and the start (centre of unit 0's RF). RFs count padding as pixels, so a
+padded network's RF can exceed its input.
+
+Global pooling (adaptive pooling to 1x1, or a Linear layer on a flattened map) sees the whole
+last map: its RF is the union of that map's units, and its jump stays the last map's, marked
+global. Every layer after it sees the whole input too.
 """
 
+import html
 import json
+import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -32,6 +44,178 @@ BYTES_PER_VALUE = 4  # float32, as torchsummary assumes
 MB = 1024**2
 
 
+# ----------------------------------------------------------------------------- RF arithmetic
+
+
+@dataclass(frozen=True)
+class Axis:
+    """Which input pixels each unit of a map sees along one axis (see the module docstring)."""
+
+    spans: tuple[tuple[int, int], ...] = ((0, 1),)
+    shift: int = 1
+
+    def span(self, unit: int) -> tuple[int, int]:
+        lo, hi = self.spans[unit % len(self.spans)]
+        moved = unit // len(self.spans) * self.shift
+        return lo + moved, hi + moved
+
+
+def _union(spans: list[tuple[int, int]]) -> tuple[int, int]:
+    return min(lo for lo, _ in spans), max(hi for _, hi in spans)
+
+
+def window_axis(axis: Axis, kernel: int, stride: int, padding: int, dilation: int) -> Axis:
+    """The axis after a convolution or pooling window: unit u reads units u*s - p + d*m."""
+    period = len(axis.spans) // math.gcd(len(axis.spans), stride)
+    spans = tuple(
+        _union([axis.span(u * stride - padding + dilation * m) for m in range(kernel)])
+        for u in range(period)
+    )
+    return Axis(spans, axis.shift * period * stride // len(axis.spans))
+
+
+def transposed_axis(
+    axis: Axis, kernel: int, stride: int, padding: int, dilation: int
+) -> Axis | None:
+    """The axis after a transposed convolution, or None if some output unit reads no input.
+
+    Output unit u sits at u + p in the unpadded output, where input unit i lands its kernel tap
+    m when i*s + d*m = u + p; so u reads every i = (u + p - d*m) / s that is a whole number.
+    """
+    period = len(axis.spans) * stride  # s outputs per input unit; P input units repeat
+    spans = []
+    for u in range(period):
+        reads = [
+            (u + padding - dilation * m) // stride
+            for m in range(kernel)
+            if (u + padding - dilation * m) % stride == 0
+        ]
+        if not reads:
+            return None
+        spans.append(_union([axis.span(i) for i in reads]))
+    return Axis(tuple(spans), axis.shift)
+
+
+def whole_axis(axis: Axis, size: int) -> Axis:
+    """The axis of one unit that pools all `size` units of the map: a global pool."""
+    return Axis((_union([axis.span(i) for i in range(size)]),), axis.shift)
+
+
+@dataclass(frozen=True)
+class AxisStats:
+    rf: int  # largest RF of a unit
+    rf_min: int  # smallest; equal to rf unless units differ
+    jump: int | float  # mean distance between neighbouring units' RF centres
+    uneven: bool  # True when those distances differ
+    start: float  # centre of unit 0's RF
+
+
+def axis_stats(axis: Axis) -> AxisStats:
+    sizes = [hi - lo for lo, hi in axis.spans]
+    period = len(axis.spans)
+    doubled_centres = [lo + hi for lo, hi in axis.spans]  # whole numbers, compared exactly
+    uneven = any(
+        (c - doubled_centres[0]) * period != 2 * u * axis.shift
+        for u, c in enumerate(doubled_centres)
+    )
+    jump = axis.shift // period if axis.shift % period == 0 else axis.shift / period
+    return AxisStats(max(sizes), min(sizes), jump, uneven, doubled_centres[0] / 2)
+
+
+# ----------------------------------------------------------------------------- layer rules
+# Each rule takes the module, the axis (0 height, 1 width), the state of that axis and the
+# layer's input map size along it, and returns the new state, or a string saying why the RF
+# is unknown past it. The registries are looked up along the module's class hierarchy.
+
+Rule = Callable[[nn.Module, int, Axis, int], Axis | str]
+
+
+def _pick(value: int | tuple[int, ...], axis: int) -> int:
+    """One axis of a size that torch stores as an int or an (H, W) tuple."""
+    return value[axis] if isinstance(value, tuple) else value
+
+
+def conv_padding(module: nn.Conv2d, axis: int) -> int:
+    """Padding before the first pixel; for 'same', torch puts the odd pixel after the last."""
+    if module.padding == "valid":
+        return 0
+    if module.padding == "same":
+        return _pick(module.dilation, axis) * (_pick(module.kernel_size, axis) - 1) // 2
+    return _pick(module.padding, axis)
+
+
+def _conv_rule(module: nn.Module, axis: int, state: Axis, size: int) -> Axis | str:
+    if module.padding_mode == "circular":
+        return "circular padding wraps the far edge into its first units"
+    return window_axis(
+        state,
+        _pick(module.kernel_size, axis),
+        _pick(module.stride, axis),
+        conv_padding(module, axis),
+        _pick(module.dilation, axis),
+    )
+
+
+def _pool_rule(module: nn.Module, axis: int, state: Axis, size: int) -> Axis | str:
+    # ceil_mode only adds a last window that runs past the map: the windows stay the same.
+    return window_axis(
+        state,
+        _pick(module.kernel_size, axis),
+        _pick(module.stride, axis),
+        _pick(module.padding, axis),
+        _pick(getattr(module, "dilation", 1), axis),  # AvgPool2d has no dilation
+    )
+
+
+def _transposed_rule(module: nn.Module, axis: int, state: Axis, size: int) -> Axis | str:
+    result = transposed_axis(
+        state,
+        _pick(module.kernel_size, axis),
+        _pick(module.stride, axis),
+        _pick(module.padding, axis),
+        _pick(module.dilation, axis),
+    )
+    return result if result is not None else "some of its outputs read no input"
+
+
+def _adaptive_rule(module: nn.Module, axis: int, state: Axis, size: int) -> Axis | str:
+    out = _pick(module.output_size, axis) or size  # None keeps the input size
+    if out == 1:
+        return whole_axis(state, size)
+    if size % out:
+        return f"its windows differ in size ({size} px pooled to {out})"
+    return window_axis(state, size // out, size // out, 0, 1)
+
+
+def _keep(module: nn.Module, axis: int, state: Axis, size: int) -> Axis | str:
+    return state
+
+
+RULES: dict[type, Rule] = {
+    nn.Conv2d: _conv_rule,
+    nn.ConvTranspose2d: _transposed_rule,
+    nn.MaxPool2d: _pool_rule,
+    nn.AvgPool2d: _pool_rule,
+    nn.AdaptiveAvgPool2d: _adaptive_rule,
+    nn.AdaptiveMaxPool2d: _adaptive_rule,
+}
+# Layers that act on each value (or each pixel's channels) alone keep the RF. Normalisations
+# with statistics over the map (GroupNorm, InstanceNorm, LayerNorm) are left out on purpose.
+for _type in (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
+    nn.Mish, nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Softplus,
+    nn.Identity, nn.Dropout, nn.Dropout2d, nn.AlphaDropout, nn.BatchNorm2d, nn.Flatten,
+):  # fmt: skip
+    RULES[_type] = _keep
+
+
+def find_rule(module: nn.Module) -> Rule | None:
+    return next((RULES[t] for t in type(module).__mro__ if t in RULES), None)
+
+
+# ----------------------------------------------------------------------------- the walk
+
+
 @dataclass
 class Layer:
     name: str  # "Conv2d-1": type name and position among all leaf layers, from 1
@@ -39,10 +223,178 @@ class Layer:
     output_shape: list[int]  # [-1, C, H, W]; -1 stands for the batch
     params: int
     trainable_params: int
-    rf: int
-    jump: int
-    start: float
+    rf: int | None  # RF in input pixels (the largest, if units differ); None once unknown
+    jump: int | float | None  # input pixels between neighbouring units; global: the last map's
+    start: float | None  # centre of the first unit's RF, in input pixel coordinates
     macs: int
+    rf_min: int | None = None  # the smallest RF of a unit; equal to rf unless units differ
+    uneven: bool = False  # neighbouring units are unevenly spaced; jump is the mean
+    is_global: bool = False  # every unit sees the whole input (after a global pool)
+
+
+@dataclass
+class Call:
+    """One leaf module call seen by the hooks."""
+
+    path: str
+    module: nn.Module
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    chained: bool  # its input is the previous call's output (or the model's input), unchanged
+
+
+def _same_values(tensor: object, prev: object, version: int) -> bool:
+    """True if `tensor` is `prev`, or `prev` flattened to (N, -1), neither changed in place."""
+    if not isinstance(tensor, torch.Tensor) or not isinstance(prev, torch.Tensor):
+        return False
+    if tensor._version != version:  # e.g. `out += identity` between two layers
+        return False
+    if tensor is prev:
+        return True
+    return (  # x.view(N, -1) or x.flatten(1) in forward(): a flatten, no new values
+        tensor.dim() == 2
+        and prev.dim() == 4
+        and tensor.is_contiguous()
+        and prev.is_contiguous()
+        and tensor.data_ptr() == prev.data_ptr()
+        and tensor.numel() == prev.numel()
+    )
+
+
+def _record_leaf_calls(model: nn.Module, x: torch.Tensor) -> list[Call]:
+    """Every leaf module call of one forward pass, in execution order."""
+    calls: list[Call] = []
+    last = {"out": x, "version": x._version, "chained": False}
+    handles = []
+
+    def pre_hook(module, args):
+        # Checked before the module runs: an in-place ReLU bumps its input's version.
+        last["chained"] = bool(args) and _same_values(args[0], last["out"], last["version"])
+
+    for path, module in model.named_modules():
+        if next(module.children(), None) is not None:
+            continue
+
+        def hook(module, args, output, path=path):
+            inp = args[0] if args else None
+            is_tensor = isinstance(output, torch.Tensor)
+            calls.append(
+                Call(
+                    path,
+                    module,
+                    tuple(inp.shape) if isinstance(inp, torch.Tensor) else (),
+                    tuple(output.shape) if is_tensor else (),
+                    last["chained"],
+                )
+            )
+            last["out"], last["version"] = output, output._version if is_tensor else -1
+
+        handles.append(module.register_forward_pre_hook(pre_hook))
+        handles.append(module.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return calls
+
+
+def layer_macs(module: nn.Module, in_elements: int, out_elements: int) -> int:
+    """Multiply-accumulates of one call: convolutions and linear layers only, bias not counted.
+
+    Conv2d: output elements * (in_channels / groups) * kH * kW. ConvTranspose2d scatters each
+    input element: input elements * (out_channels / groups) * kH * kW. Linear: output elements
+    * in_features. Batch norm, activations and pooling count 0.
+    """
+    if isinstance(module, nn.Conv2d):
+        kh, kw = module.kernel_size
+        return out_elements * (module.in_channels // module.groups) * kh * kw
+    if isinstance(module, nn.ConvTranspose2d):
+        kh, kw = module.kernel_size
+        return in_elements * (module.out_channels // module.groups) * kh * kw
+    if isinstance(module, nn.Linear):
+        return out_elements * module.in_features
+    return 0
+
+
+def _covers(new: Axis, whole: Axis) -> bool:
+    lo, hi = new.span(0)
+    whole_lo, whole_hi = whole.span(0)
+    return lo <= whole_lo and hi >= whole_hi
+
+
+@dataclass
+class _Walk:
+    """The RF state between layers."""
+
+    axes: tuple[Axis, Axis] = (Axis(), Axis())
+    sizes: tuple[int, int] = (1, 1)  # the last map's height and width
+    global_jump: tuple[int | float, bool] | None = None  # (jump, uneven) of the last map
+    unknown: str | None = None  # why the RF is unknown from here on
+
+    def step(self, call: Call) -> None:
+        if self.unknown is not None:
+            return
+        if not call.chained:
+            self.unknown = "its input is not the previous layer's output (a branch, or code in "
+            self.unknown += "forward() between them)"
+        elif self.global_jump is not None:
+            pass  # every unit already sees the whole input
+        elif isinstance(call.module, nn.Linear):
+            if len(call.in_shape) != 2:
+                self.unknown = "it mixes values along one axis of a map"
+            else:  # on a flattened map: each output sees all of it
+                self._go_global(
+                    tuple(whole_axis(a, n) for a, n in zip(self.axes, self.sizes, strict=True))
+                )
+        else:
+            self._spatial(call)
+        if len(call.out_shape) == 4:
+            self.sizes = (call.out_shape[2], call.out_shape[3])
+
+    def _spatial(self, call: Call) -> None:
+        rule = find_rule(call.module)
+        if rule is None:
+            self.unknown = "this tool does not know how it changes the receptive field"
+            return
+        if rule is _keep:
+            return
+        if len(call.in_shape) != 4:
+            self.unknown = f"its input has shape {list(call.in_shape)}, not N,C,H,W"
+            return
+        sizes = (call.in_shape[2], call.in_shape[3])
+        new = [rule(call.module, a, self.axes[a], sizes[a]) for a in (0, 1)]
+        reason = next((r for r in new if isinstance(r, str)), None)
+        if reason is not None:
+            self.unknown = reason
+            return
+        wholes = [whole_axis(a, n) for a, n in zip(self.axes, sizes, strict=True)]
+        if call.out_shape[2:] == (1, 1) and all(map(_covers, new, wholes)):
+            self._go_global(tuple(new))
+        else:
+            self.axes = (new[0], new[1])
+
+    def _go_global(self, axes: tuple[Axis, ...]) -> None:
+        last = axis_stats(self.axes[0])
+        self.global_jump = (last.jump, last.uneven)
+        self.axes = (axes[0], axes[1])
+
+    def stats(self) -> AxisStats | None:
+        if self.unknown is not None:
+            return None
+        height, width = (axis_stats(a) for a in self.axes)
+        if height != width:
+            self.unknown = "its height and width receptive fields differ (only square ones "
+            self.unknown += "are reported)"
+            return None
+        if self.global_jump is not None:
+            jump, uneven = self.global_jump
+            return AxisStats(height.rf, height.rf_min, jump, uneven, height.start)
+        return height
 
 
 @dataclass
@@ -57,87 +409,24 @@ class Summary:
     params_mb: float
     total_mb: float
     macs: int
-    rf: int
-    jump: int
+    rf: int | None  # of the last layer; None when unknown
+    jump: int | float | None  # of the last layer; after a global pool, of the last map
+    is_global: bool = False  # the last layer sees the whole input
+    rf_note: str | None = None  # "RF unknown past layer N: ..." when the RF column ends early
 
+    @property
+    def rows(self) -> list[dict]:
+        """One dict per leaf layer, as in to_dict()."""
+        return [asdict(layer) for layer in self.layers]
 
-def _height(value: int | tuple[int, ...]) -> int:
-    """Height component of a size that torch stores as an int or an (H, W) tuple."""
-    return value[0] if isinstance(value, tuple) else value
+    def to_dict(self) -> dict:
+        return asdict(self)
 
+    def __str__(self) -> str:
+        return format_table(self)
 
-def rf_step(
-    module: nn.Module, in_size: int, rf: int, jump: int, start: float
-) -> tuple[int, int, float]:
-    """Receptive field, jump and start after `module`, given their values and the map size before.
-
-    Layers that neither convolve nor pool (activations, batch norm, dropout, flatten...) keep
-    all three.
-    """
-    if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-        kernel = _height(module.kernel_size)
-        stride = _height(module.stride)
-        padding = _height(module.padding)
-        dilation = _height(getattr(module, "dilation", 1))  # AvgPool2d has no dilation
-    elif isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
-        out_size = _height(module.output_size) or in_size  # None keeps the input size
-        if in_size % out_size == 0:
-            kernel = stride = in_size // out_size
-        else:
-            # Windows of uneven size: count the whole map, an upper bound on the RF.
-            kernel = stride = in_size
-        padding, dilation = 0, 1
-    elif isinstance(module, nn.Linear):
-        kernel = stride = in_size
-        padding, dilation = 0, 1
-    else:
-        return rf, jump, start
-    k_eff = dilation * (kernel - 1) + 1
-    return (
-        rf + (k_eff - 1) * jump,
-        jump * stride,
-        start + ((k_eff - 1) / 2 - padding) * jump,
-    )
-
-
-def layer_macs(module: nn.Module, out_elements: int) -> int:
-    """Multiply-accumulates of one call: convolutions and linear layers only, bias not counted.
-
-    Conv2d: output elements * (in_channels / groups) * kH * kW. Linear: output elements *
-    in_features (in * out for one sample). Batch norm, activations and pooling count 0.
-    """
-    if isinstance(module, nn.Conv2d):
-        kh, kw = module.kernel_size
-        return out_elements * (module.in_channels // module.groups) * kh * kw
-    if isinstance(module, nn.Linear):
-        return out_elements * module.in_features
-    return 0
-
-
-def _record_leaf_calls(
-    model: nn.Module, x: torch.Tensor
-) -> list[tuple[str, nn.Module, torch.Size, torch.Size]]:
-    """(path, module, input shape, output shape) of every leaf module call, in execution order."""
-    calls = []
-    handles = []
-    for path, module in model.named_modules():
-        if next(module.children(), None) is not None:
-            continue
-
-        def hook(module, inputs, output, path=path):
-            calls.append((path, module, inputs[0].shape, output.shape))
-
-        handles.append(module.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-    return calls
+    def _repr_html_(self) -> str:
+        return format_html(self)
 
 
 def summarize(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28)) -> Summary:
@@ -154,36 +443,40 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28)) -> S
     calls = _record_leaf_calls(model, x)
 
     layers = []
-    rf, jump, start = 1, 1, 0.5
-    size = input_shape[1] if len(input_shape) == 3 else 1  # current map height
-    for index, (path, module, in_shape, out_shape) in enumerate(calls, start=1):
-        if len(in_shape) == 4:
-            size = in_shape[2]
-        rf, jump, start = rf_step(module, size, rf, jump, start)
-        if len(out_shape) == 4:
-            size = out_shape[2]
-        elif isinstance(module, nn.Linear):
-            size = 1
+    walk = _Walk(sizes=(input_shape[1], input_shape[2]) if len(input_shape) == 3 else (1, 1))
+    rf_note = None
+    for index, call in enumerate(calls, start=1):
+        name = f"{type(call.module).__name__}-{index}"
+        walk.step(call)
+        stats = walk.stats()
+        if stats is None and rf_note is None:
+            rf_note = f"RF unknown past layer {index - 1}: {name} ({walk.unknown})"
         layers.append(
             Layer(
-                name=f"{type(module).__name__}-{index}",
-                path=path,
-                output_shape=[-1, *out_shape[1:]],
-                params=sum(p.numel() for p in module.parameters()),
-                trainable_params=sum(p.numel() for p in module.parameters() if p.requires_grad),
-                rf=rf,
-                jump=jump,
-                start=start,
-                macs=layer_macs(module, out_shape.numel()),
+                name=name,
+                path=call.path,
+                output_shape=[-1, *call.out_shape[1:]],
+                params=sum(p.numel() for p in call.module.parameters()),
+                trainable_params=sum(
+                    p.numel() for p in call.module.parameters() if p.requires_grad
+                ),
+                rf=stats.rf if stats else None,
+                jump=stats.jump if stats else None,
+                start=stats.start if stats else None,
+                macs=layer_macs(call.module, math.prod(call.in_shape), math.prod(call.out_shape)),
+                rf_min=stats.rf_min if stats else None,
+                uneven=stats.uneven if stats else False,
+                is_global=stats is not None and walk.global_jump is not None,
             )
         )
 
     total_params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    output_values = sum(-_prod(layer.output_shape) for layer in layers)  # -1 batch -> one sample
-    input_mb = _prod(input_shape) * BYTES_PER_VALUE / MB
+    output_values = sum(math.prod(layer.output_shape[1:]) for layer in layers)
+    input_mb = math.prod(input_shape) * BYTES_PER_VALUE / MB
     forward_backward_mb = 2 * output_values * BYTES_PER_VALUE / MB
     params_mb = total_params * BYTES_PER_VALUE / MB
+    last = layers[-1] if layers else None
     return Summary(
         input_shape=list(input_shape),
         layers=layers,
@@ -195,16 +488,11 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28)) -> S
         params_mb=params_mb,
         total_mb=input_mb + forward_backward_mb + params_mb,
         macs=sum(layer.macs for layer in layers),
-        rf=rf,
-        jump=jump,
+        rf=last.rf if last else 1,
+        jump=last.jump if last else 1,
+        is_global=bool(last and last.is_global),
+        rf_note=rf_note,
     )
-
-
-def _prod(values: list[int] | tuple[int, ...]) -> int:
-    result = 1
-    for v in values:
-        result *= v
-    return result
 
 
 def model_stats(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28)) -> dict:
@@ -231,40 +519,61 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def _summarize_by_name(name: str, input_shape: tuple[int, ...]) -> Summary:
-    model = models.create_model(name)
-    try:
-        return summarize(model, input_shape)
-    except RuntimeError as e:
-        reason = str(e).splitlines()[0]
-        raise MnistlabError(
-            f"model {name!r} does not accept input shape {','.join(map(str, input_shape))} "
-            f"({reason}); pass a shape it was built for with --input"
-        ) from e
+# ----------------------------------------------------------------------------- formatting
+
+HEADER = ["Layer (type)", "Output Shape", "Param #", "RF", "Jump", "Start", "MACs"]
+
+
+def _rf_cells(layer: Layer) -> list[str]:
+    """RF, Jump and Start as printed: "2-3" for RFs that differ, "~0.5" for uneven spacing."""
+    if layer.rf is None:
+        return ["?", "?", "?"]
+    rf = str(layer.rf) if layer.rf_min == layer.rf else f"{layer.rf_min}-{layer.rf}"
+    jump = f"{'~' if layer.uneven else ''}{layer.jump:g}"
+    if layer.is_global:
+        rf += " global"
+    return [rf, jump, f"{layer.start:g}"]
+
+
+def _cells(layer: Layer) -> list[str]:
+    return [
+        layer.name,
+        str(layer.output_shape),
+        f"{layer.params:,}",
+        *_rf_cells(layer),
+        f"{layer.macs:,}",
+    ]
+
+
+def _rf_line(s: Summary) -> str:
+    if s.rf is None:
+        return f"Receptive field: unknown; {s.rf_note}"
+    if s.is_global:
+        return f"Receptive field: {s.rf}, global (the whole input)  jump: {s.jump:g} (last map)"
+    return f"Receptive field: {s.rf}  jump: {s.jump:g}"
+
+
+def _notes(s: Summary) -> list[str]:
+    notes = []
+    if any(layer.rf != layer.rf_min for layer in s.layers):
+        notes.append("RF a-b: units of that layer see from a to b input pixels")
+    if any(layer.uneven for layer in s.layers):
+        notes.append("Jump ~j: units are unevenly spaced, j pixels apart on average")
+    if s.rf_note and s.rf is not None:  # the note already ends the RF line when the last is ?
+        notes.append(s.rf_note)
+    return notes
 
 
 def format_table(s: Summary) -> str:
     """The summary as a torchsummary-style text table with RF, Jump, Start and MACs columns."""
-    header = ["Layer (type)", "Output Shape", "Param #", "RF", "Jump", "Start", "MACs"]
-    rows = [
-        [
-            layer.name,
-            str(layer.output_shape),
-            f"{layer.params:,}",
-            str(layer.rf),
-            str(layer.jump),
-            f"{layer.start:g}",
-            f"{layer.macs:,}",
-        ]
-        for layer in s.layers
-    ]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    rows = [_cells(layer) for layer in s.layers]
+    widths = [max(len(row[i]) for row in [HEADER, *rows]) for i in range(len(HEADER))]
 
     def line(cells: list[str]) -> str:
         return "  ".join(cell.rjust(width) for cell, width in zip(cells, widths, strict=True))
 
-    rule_width = len(line(header))
-    out = ["-" * rule_width, line(header), "=" * rule_width]
+    rule_width = len(line(HEADER))
+    out = ["-" * rule_width, line(HEADER), "=" * rule_width]
     out += [line(row) for row in rows]
     out += [
         "=" * rule_width,
@@ -278,17 +587,56 @@ def format_table(s: Summary) -> str:
         f"Estimated Total Size (MB): {s.total_mb:.2f}",
         "-" * rule_width,
         f"Total MACs: {s.macs:,}",
-        f"Receptive field: {s.rf}  jump: {s.jump}",
+        _rf_line(s),
+        *_notes(s),
         "-" * rule_width,
     ]
     return "\n".join(out)
 
 
-def print_summary(name: str, input_shape: tuple[int, ...], fmt: str = "table") -> None:
-    """Print the summary of registered model `name` as a table or as one JSON object."""
-    s = _summarize_by_name(name, input_shape)
+def format_html(s: Summary) -> str:
+    """The summary as an HTML table, for Jupyter."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADER)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(layer)) + "</tr>"
+        for layer in s.layers
+    )
+    foot = [
+        f"Total params: {s.total_params:,} (trainable {s.trainable_params:,})",
+        f"Total MACs: {s.macs:,}",
+        _rf_line(s),
+        *_notes(s),
+    ]
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>" + "".join(
+        f"<p>{html.escape(line)}</p>" for line in foot
+    )
+
+
+def _summarize_spec(spec: str, input_shape: tuple[int, ...]) -> Summary:
+    from mnistlab.modelspec import build_model
+
+    model = build_model(spec)
+    # A user's forward() failing is their input; a registered model failing on anything but
+    # a shape mismatch (a RuntimeError) is a bug here and keeps its traceback.
+    expected = Exception if ":" in spec else RuntimeError
+    try:
+        return summarize(model, input_shape)
+    except expected as e:
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        raise MnistlabError(
+            f"model {spec!r} fails on input shape {','.join(map(str, input_shape))} "
+            f"({reason}); pass a shape it was built for with --input, or fix its forward()"
+        ) from e
+
+
+def print_summary(spec: str, input_shape: tuple[int, ...], fmt: str = "table") -> None:
+    """Print the summary of the model `spec` names as a table or as one JSON object.
+
+    `spec` is a registered name, package.module:callable or path/to/file.py:callable.
+    """
+    s = _summarize_spec(spec, input_shape)
     if fmt == "json":
-        print(json.dumps({"model": name, **asdict(s)}, indent=2))
+        print(json.dumps({"model": spec, **s.to_dict()}, indent=2))
     else:
         print(format_table(s))
 
