@@ -89,6 +89,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_confirm(args: argparse.Namespace) -> int:
+    from mnistlab.confirm import confirm_from_cli
+
+    if args.seeds < 1:
+        raise MnistlabError(f"--seeds {args.seeds}: must be >= 1")
+    confirm_from_cli(args)
+    return 0
+
+
 # ----------------------------------------------------------------------------- results
 
 
@@ -236,6 +245,23 @@ def build_parser() -> argparse.ArgumentParser:
     add_device(p)
     add_data_dir(p)
     p.set_defaults(handler=cmd_bench)
+
+    p = sub.add_parser(
+        "confirm",
+        help="train experiments with every seed and thread setting; one table of last-3 test "
+        "accuracies (the robustness protocol)",
+    )
+    p.add_argument("experiments", nargs="+", metavar="EXPERIMENT", help="experiment TOML files")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 1..N (default 3)")
+    p.add_argument(
+        "--threads", default="1,2", help="CPU thread settings, comma-separated (default 1,2)"
+    )
+    p.add_argument("--compile", action="store_true", help="train through torch.compile")
+    p.add_argument("--results", default="results", help="where runs go (default results/)")
+    p.add_argument("--out", default=None, help="also write the table (Markdown) here")
+    add_device(p)
+    add_data_dir(p)
+    p.set_defaults(handler=cmd_confirm)
 
     # results
     p = sub.add_parser("compare", help="one row per run: params, RF, accuracy, gap, speed")
