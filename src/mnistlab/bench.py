@@ -21,8 +21,9 @@ from tqdm import tqdm
 from mnistlab.checkpoint import atomic_write_text
 from mnistlab.config import Config
 from mnistlab.data import get_spec, load_split
+from mnistlab.device import pick_device
 from mnistlab.models import create_model
-from mnistlab.train import Run, check_compiler, pick_device
+from mnistlab.train import Run, check_compiler
 
 
 class NotebookMNIST(torch.utils.data.Dataset):

@@ -5,6 +5,7 @@ and bad values are errors that name the key, so a typo never silently trains the
 """
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,10 @@ from mnistlab.errors import MnistlabError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("none", "step", "onecycle", "cosine")
+# Seeds are 32-bit, as numpy's are; shuffling derives seed * 100003 + epoch from them, which
+# stays far inside torch's 64-bit generator seed for every seed in range.
+SEED_MAX = 2**32 - 1
+INT_MAX = 2**31 - 1  # any other whole number: torch and the CPU count take 32-bit ints
 
 
 @dataclass
@@ -105,6 +110,8 @@ def _build(cls: type, data: dict[str, Any], where: str, prefix: str = "") -> Any
 
 def _coerce(value: Any, kind: type, where: str, path: str) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) > 2**53:  # too big to be a float exactly, and past 1e308 not at all
+            raise MnistlabError(f"{where}: {path} is out of range, got {value!r}")
         return float(value)
     if kind is bool and not isinstance(value, bool):
         raise MnistlabError(f"{where}: {path} must be true or false, got {value!r}")
@@ -113,8 +120,29 @@ def _coerce(value: Any, kind: type, where: str, path: str) -> Any:
     return value
 
 
+def check_numbers(obj: Any, where: str, prefix: str = "") -> None:
+    """Every float finite (TOML and flags accept inf and nan), every int in its range."""
+    for f in dataclasses.fields(obj):
+        value, path = getattr(obj, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            check_numbers(value, where, f"{path}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise MnistlabError(f"{where}: {path} must be a finite number, got {value!r}")
+        elif isinstance(value, int) and not isinstance(value, bool):
+            if path == "seed":
+                if not 0 <= value <= SEED_MAX:
+                    raise MnistlabError(
+                        f"{where}: seed must be in [0, {SEED_MAX}] (2**32 - 1), got {value!r}"
+                    )
+            elif abs(value) > INT_MAX:
+                raise MnistlabError(
+                    f"{where}: {path} must be at most {INT_MAX} in size, got {value!r}"
+                )
+
+
 def validate(cfg: Config, where: str) -> Config:
     """Range checks that types alone cannot express."""
+    check_numbers(cfg, where)
 
     def need(ok: bool, path: str, rule: str, value: Any) -> None:
         if not ok:
@@ -232,3 +260,59 @@ def _toml_value(value: Any) -> str:
             return '"""\n' + value.replace("\\", "\\\\").replace('"""', '\\"""') + '"""'
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+# `mnistlab train` flags that change the experiment -> the config key each one sets.
+CLI_FLAGS = {
+    "model": "model",
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "lr": "optimizer.lr",
+    "max_lr": "scheduler.max_lr",
+    "seed": "seed",
+    "val_size": "val_size",
+    "limit_train": "limit_train",
+    "limit_test": "limit_test",
+}
+
+
+def flag_name(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def cli_overrides(cfg: Config, args: Any) -> Config:
+    """`cfg` with the train flags in `args` (an argparse namespace) applied.
+
+    Every flag either does what it says or is refused: --lr on a onecycle schedule (which
+    never runs at optimizer.lr) asks for --max-lr, and --max-lr elsewhere asks for --lr.
+    --model drops the experiment's [expect] (those numbers describe its own model). A bad
+    value is an error that names its flag.
+    """
+    given = {dest: getattr(args, dest, None) for dest in CLI_FLAGS}
+    given = {dest: value for dest, value in given.items() if value is not None}
+    schedule, model = cfg.scheduler.name, cfg.model
+    if "lr" in given and schedule == "onecycle":
+        raise MnistlabError(
+            "--lr sets optimizer.lr, which a onecycle schedule never runs at (it climbs from "
+            "max_lr / div_factor to max_lr); use --max-lr to set its peak"
+        )
+    if "max_lr" in given and schedule != "onecycle":
+        raise MnistlabError(
+            f"--max-lr sets the peak of a onecycle schedule, and this experiment's scheduler "
+            f"is {schedule!r}; use --lr"
+        )
+    for dest, value in given.items():
+        # One flag at a time, so that a value out of range is reported with its flag.
+        cfg = override(cfg, flag_name(dest), **{CLI_FLAGS[dest]: value})
+    if cfg.model != model:
+        cfg = dataclasses.replace(cfg, expect=ExpectConfig())
+    return cfg
+
+
+def config_from_cli(args: Any) -> Config:
+    """The experiment `mnistlab train` runs: args.experiment (else the defaults, named after
+    --model) with the flags applied."""
+    experiment = getattr(args, "experiment", None)
+    model = getattr(args, "model", None)
+    cfg = load_config(experiment) if experiment else Config(name=model or "seed")
+    return cli_overrides(cfg, args)

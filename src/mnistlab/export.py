@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from mnistlab.checkpoint import atomic_write_bytes, load_model
+from mnistlab.checkpoint import load_model
 from mnistlab.data import MNIST
 from mnistlab.errors import MnistlabError
-from mnistlab.predict import checkpoint_path
+from mnistlab.predict import checkpoint_path, write_new_files
 
 FORMATS = ("onnx", "torchscript")
 INPUT_NAME = "image"
@@ -84,7 +84,14 @@ def export_model(model: nn.Module, fmt: str, out: str | Path, info: dict[str, An
         raise MnistlabError(f"--out {out}: is a directory; give a file name")
     model = model.cpu().eval()
     data = export_onnx(model, info) if fmt == "onnx" else export_torchscript(model, info)
-    atomic_write_bytes(out, data)
+    try:
+        write_new_files({out: data})
+    except (OSError, MnistlabError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise MnistlabError(
+            f"--out {out}: cannot write the {fmt} file ({reason}); nothing was written; "
+            "choose a writable path with free space"
+        ) from None
     return len(data)
 
 
