@@ -13,6 +13,7 @@ import io
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +59,14 @@ def load_torch(path: Path, expected_format: str | None = None) -> dict[str, Any]
     if not path.is_file():
         raise MnistlabError(f"{path}: no such checkpoint file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for damaged files
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        # torch warns on stderr about foreign pickles; the error below says all there is
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # torch raises many types for damaged files, with advice that is wrong here
         raise MnistlabError(
-            f"{path}: not a readable checkpoint ({reason}); it may be truncated"
+            f"{path}: not a readable mnistlab checkpoint or model file (truncated or foreign); "
+            "train again or point at another file"
         ) from None
     if not isinstance(obj, dict) or obj.get("format") not in (CHECKPOINT_FORMAT, MODEL_FORMAT):
         raise MnistlabError(f"{path}: not an mnistlab checkpoint or model file")

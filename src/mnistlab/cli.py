@@ -172,8 +172,10 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from mnistlab.device import pick_device
     from mnistlab.train import train_from_cli
 
+    pick_device(args.device)  # refuse a device this build cannot use before anything else
     if args.resume:
         refuse_with_resume(args)
         train_from_cli(args)
@@ -188,7 +190,8 @@ def refuse_with_resume(args: argparse.Namespace) -> None:
     from mnistlab.config import CLI_FLAGS, flag_name
 
     for dest in ("experiment", *CLI_FLAGS, "out", "compile"):
-        if getattr(args, dest, None) not in (None, False):
+        value = getattr(args, dest, None)
+        if value is not None and value is not False:  # 0 is a value given
             shown = "an experiment file" if dest == "experiment" else flag_name(dest)
             raise MnistlabError(f"--resume continues a run as configured; drop {shown}")
 
