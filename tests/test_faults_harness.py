@@ -94,3 +94,15 @@ def test_full_and_read_only_disks_are_real(tmp_path, real_disk):
         assert result.before["keep.txt"] == result.after["keep.txt"]
         assert message in result.stderr, result.stderr
     assert not any(Path(disk).iterdir())  # the mount never reached the host
+
+
+@pytest.mark.parametrize(
+    ("ci", "outcome"), [("true", pytest.fail.Exception), ("", pytest.skip.Exception)]
+)
+def test_real_disk_tests_fail_under_ci_and_skip_elsewhere(monkeypatch, ci, outcome):
+    import faults
+
+    monkeypatch.setattr(faults, "real_disk_problem", lambda: "unshare is not on PATH")
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="unshare is not on PATH"):
+        faults.need_real_disk()

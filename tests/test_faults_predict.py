@@ -198,11 +198,14 @@ def test_garbage_checkpoint_is_one_line_without_loading_advice(tmp_path, cli, im
 # ----------------------------------------------------------------------------- previews
 
 
-@pytest.mark.parametrize("where", ["under-a-file", "under-proc-file", "in-proc-self"])
+@pytest.mark.parametrize(
+    "where", ["under-a-file", "under-proc-file", "in-proc-self", "a-file-itself"]
+)
 def test_previews_that_cannot_be_written_lose_no_prediction(
     tmp_path, model_file, images, cli, where
 ):
-    folder = unwritable_paths(tmp_path)[where]
+    paths = unwritable_paths(tmp_path)
+    folder = paths["under-a-file"].parent if where == "a-file-itself" else paths[where]
     before = snapshot(tmp_path)
     result = cli(*predict_args(model_file, "--show-preprocessed", folder, *images))
     assert_one_line_failure(result, "--show-preprocessed", str(folder))

@@ -8,6 +8,7 @@ devices), argparse's own errors, the train flag -> config mapping, and --help's 
 import argparse
 import dataclasses
 import math
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,12 @@ from mnistlab.errors import MnistlabError
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 FINAL = EXPERIMENTS / "19-thin-stem.toml"  # one-cycle schedule
+
+
+@pytest.fixture(autouse=True)
+def no_default_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands given no --data-dir find no data: a refusal that slipped would not train."""
+    monkeypatch.setenv("MNISTLAB_DATA", str(tmp_path / "no-data"))
 
 
 @pytest.fixture
@@ -266,7 +273,8 @@ def test_max_lr_sets_the_onecycle_peak():
 
 def test_max_lr_without_onecycle_is_refused_naming_lr(workdir, cli, data_dir):
     before = snapshot(workdir)
-    result = cli("train", str(EXPERIMENTS / "01-skeleton.toml"), "--max-lr", "0.2")
+    exp = str(EXPERIMENTS / "01-skeleton.toml")
+    result = cli("train", exp, "--max-lr", "0.2", "--data-dir", str(data_dir))
     assert_one_line_failure(result, "--max-lr", "--lr")
     assert_no_new_files(before, workdir)
 
@@ -300,7 +308,16 @@ def test_train_uses_the_max_lr_flag(workdir, data_dir, cli):
     assert code == 0, err
     recorded = config.load_config(out / "config.toml")
     assert recorded.scheduler.max_lr == 0.05 and recorded.name == "19-thin-stem"
-    assert not list(Path("/tmp").glob("mnistlab-experiment-*"))
+    assert not list(Path(tempfile.gettempdir()).glob("mnistlab-exp-*"))
+
+
+def test_train_with_no_writable_temporary_folder_is_one_line(workdir, cli, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(workdir / "no" / "such" / "folder"))
+    before = snapshot(workdir)
+    # an empty --data-dir: were the folder not refused, train would stop at the missing data
+    argv = ["train", "--epochs", "1", "--data-dir", str(workdir / "empty")]
+    assert_one_line_failure(cli(*argv), "TMPDIR")
+    assert_no_new_files(before, workdir)
 
 
 # ----------------------------------------------------------------------------- help

@@ -210,9 +210,16 @@ def resolved_experiment(args: argparse.Namespace) -> Iterator[argparse.Namespace
     resolved = argparse.Namespace(**vars(args))
     for dest in CLI_FLAGS:
         setattr(resolved, dest, None)
-    with tempfile.TemporaryDirectory(prefix="mnistlab-experiment-") as folder:
-        path = Path(folder) / f"{cfg.name}.toml"
-        path.write_text(dumps_toml(to_dict(cfg)))
+    with contextlib.ExitStack() as stack:
+        try:
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="mnistlab-exp-"))
+            path = Path(folder) / f"{cfg.name}.toml"
+            path.write_text(dumps_toml(to_dict(cfg)))
+        except OSError as e:
+            raise MnistlabError(
+                f"cannot write the resolved experiment to {tempfile.gettempdir()} "
+                f"({e.strerror or e}); set TMPDIR to a writable folder with free space"
+            ) from None
         resolved.experiment = str(path)
         yield resolved
 
