@@ -8,7 +8,9 @@ devices), argparse's own errors, the train flag -> config mapping, and --help's 
 import argparse
 import dataclasses
 import math
+import os
 import tempfile
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -384,3 +386,57 @@ def test_float_flags_refuse_every_non_finite_spelling():
             finite_float(text)
     assert finite_float("1e-3") == 0.001 and math.isfinite(finite_float("-2.5"))
     assert np.isclose(finite_float("0.1"), 0.1)
+
+
+# ----------------------------------------------------------------------------- experiment files
+
+
+@pytest.mark.parametrize(
+    "name", ["", "   ", "a/b", "../up", "..", ".", "tab\there", "nul\0", "x" * 201, "back\\slash"]
+)
+def test_names_that_are_not_one_folder_name_are_refused(name):
+    with pytest.raises(MnistlabError, match="name must be"):
+        config.from_dict({"name": name})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'ends with a quote"',
+        'three """ quotes',
+        "control \0 \x01 \x1b \x7f characters",
+        "windows\r\nlines\n\tand a tab",
+        "back\\slash\\u0041 and \\n literally",
+        '\nleading newline and trailing quotes ""',
+    ],
+)
+def test_every_string_round_trips_through_config_toml(text):
+    cfg = config.from_dict({"target": text, "analysis": text.replace("\n", " ")})
+    again = config.from_dict(tomllib.loads(config.dumps_toml(config.to_dict(cfg))))
+    assert again == cfg
+
+
+def test_experiment_that_is_not_a_regular_file_is_refused_without_blocking(tmp_path, cli):
+    fifo = tmp_path / "exp.toml"
+    os.mkfifo(fifo)
+    before = snapshot(tmp_path)
+    assert_one_line_failure(cli("train", str(fifo)), str(fifo), "not a regular file")
+    assert_no_new_files(before, tmp_path)
+
+
+def test_experiment_that_is_not_text_is_one_line(tmp_path, cli):
+    path = tmp_path / "exp.toml"
+    path.write_bytes(b'name = "\xff\xfe"\n')
+    assert_one_line_failure(cli("train", str(path)), str(path), "UTF-8")
+
+
+def test_os_errors_nobody_expected_are_still_one_line(tmp_path, cli, data_dir):
+    long = str(tmp_path / ("a" * 5000))
+    for argv in (
+        ["data", "info", "--data-dir", long],
+        ["evaluate", long, "--data-dir", str(data_dir)],
+        ["predict", "--checkpoint", long, str(tmp_path / "x.png")],
+        ["train", long + ".toml"],
+        ["export", "--format", "torchscript", "--out", long + "/m.pt"],
+    ):
+        assert_one_line_failure(cli(*argv), "File name too long")

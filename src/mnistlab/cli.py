@@ -510,6 +510,12 @@ def add_dataset(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="mnist", choices=DatasetNames(), help="dataset name")
 
 
+def os_error_line(e: OSError) -> str:
+    reason = e.strerror or type(e).__name__
+    where = f"{e.filename}: " if e.filename is not None else ""
+    return f"{where}{reason}; check the path and that it can be read or written"
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -519,6 +525,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except BrokenPipeError:  # e.g. `mnistlab summary seed | head`
         sys.stderr.close()
+        return 1
+    except OSError as e:
+        # The file system said no where no check expected it (a name too long, a folder
+        # that vanished): still one line, naming the path.
+        print(f"mnistlab: error: {os_error_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("mnistlab: interrupted", file=sys.stderr)

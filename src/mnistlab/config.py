@@ -18,6 +18,7 @@ SCHEDULERS = ("none", "step", "onecycle", "cosine")
 # Seeds are 32-bit, as numpy's are; shuffling derives seed * 100003 + epoch from them, which
 # stays far inside torch's 64-bit generator seed for every seed in range.
 SEED_MAX = 2**32 - 1
+NAME_MAX = 200  # leaves room for "-<timestamp>" in a 255-byte folder name
 INT_MAX = 2**31 - 1  # any other whole number: torch and the CPU count take 32-bit ints
 
 
@@ -140,6 +141,16 @@ def check_numbers(obj: Any, where: str, prefix: str = "") -> None:
                 )
 
 
+def check_name(name: str, where: str) -> None:
+    """The name becomes a folder name (runs/<name>-<time>): one plain path component."""
+    bad = [c for c in name if c in "/\\" or ord(c) < 32 or ord(c) == 127]
+    if not name.strip() or name in (".", "..") or bad or len(name) > NAME_MAX:
+        raise MnistlabError(
+            f"{where}: name must be 1 to {NAME_MAX} characters without slashes or control "
+            f"characters, got {name!r}"
+        )
+
+
 def validate(cfg: Config, where: str) -> Config:
     """Range checks that types alone cannot express."""
     check_numbers(cfg, where)
@@ -201,6 +212,7 @@ def validate(cfg: Config, where: str) -> Config:
     need(0 <= aug.scale < 1, "augment.scale", "must be in [0, 1)", aug.scale)
     need(0 <= aug.shear < 90, "augment.shear", "must be in [0, 90) degrees", aug.shear)
     need(0 <= aug.erasing <= 1, "augment.erasing", "must be in [0, 1]", aug.erasing)
+    check_name(cfg.name, where)
     return cfg
 
 
@@ -212,9 +224,16 @@ def load_config(path: str | Path) -> Config:
     """Read and check an experiment file; the file's stem is the default name."""
     path = Path(path)
     try:
-        text = path.read_text()
+        # stat first: reading a FIFO or a terminal would wait forever
+        if path.exists() and not path.is_file() and not path.is_dir():
+            raise MnistlabError(f"{path}: not a regular file; give an experiment TOML file")
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise MnistlabError(f"{path}: cannot read experiment file ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise MnistlabError(
+            f"{path}: not a text file (byte {e.start} is not UTF-8); give an experiment TOML file"
+        ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -256,9 +275,10 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
+        text = value.replace("\\", "\\\\")
         if "\n" in value:
-            return '"""\n' + value.replace("\\", "\\\\").replace('"""', '\\"""') + '"""'
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            return '"""\n' + _escape_controls(text.replace('"""', '\\"""'), "\n\t") + '"""'
+        return '"' + _escape_controls(text.replace('"', '\\"'), "\t") + '"'
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 
@@ -316,3 +336,11 @@ def config_from_cli(args: Any) -> Config:
     model = getattr(args, "model", None)
     cfg = load_config(experiment) if experiment else Config(name=model or "seed")
     return cli_overrides(cfg, args)
+
+
+def _escape_controls(text: str, allowed: str) -> str:
+    """TOML strings may not hold raw control characters: write them as \\uXXXX."""
+    return "".join(
+        f"\\u{ord(c):04x}" if (ord(c) < 32 or ord(c) == 127) and c not in allowed else c
+        for c in text
+    )

@@ -137,8 +137,14 @@ def raw_dir(spec: DatasetSpec, root: Path) -> Path:
 def find_file(directory: Path, name: str) -> Path | None:
     """The raw file or its .gz twin in a directory, raw first."""
     for candidate in (directory / name, directory / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError as e:  # e.g. a name too long; is_file() only hides "no such file"
+            raise MnistlabError(
+                f"{candidate}: cannot look for the data file ({e.strerror}); "
+                "pass --data-dir with a usable folder"
+            ) from None
     return None
 
 

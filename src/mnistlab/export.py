@@ -80,7 +80,11 @@ def export_model(model: nn.Module, fmt: str, out: str | Path, info: dict[str, An
     out = Path(out)
     if fmt not in FORMATS:
         raise MnistlabError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
-    if out.is_dir():
+    try:
+        is_dir = out.is_dir()
+    except OSError as e:
+        raise MnistlabError(f"--out {out}: unusable path ({e.strerror}); give another") from None
+    if is_dir:
         raise MnistlabError(f"--out {out}: is a directory; give a file name")
     model = model.cpu().eval()
     data = export_onnx(model, info) if fmt == "onnx" else export_torchscript(model, info)
