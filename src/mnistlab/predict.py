@@ -6,6 +6,7 @@ error of its own; the other files are still predicted.
 """
 
 import argparse
+import errno
 import io
 import json
 import os
@@ -228,26 +229,26 @@ def write_new_files(files: dict[Path, bytes]) -> None:
 
 
 def make_dirs(folder: Path) -> list[Path]:
-    """mkdir -p returning the folders it created, outermost first."""
+    """mkdir -p returning the folders it created, outermost first; on failure none stay."""
     missing = []
     for parent in (folder, *folder.parents):
         if parent.is_dir():
             break
         missing.append(parent)
-    missing.reverse()
-    for index, path in enumerate(missing):
-        try:
-            path.mkdir()
-        except FileExistsError:
-            if not path.is_dir():
-                for made in reversed(missing[:index]):
-                    made.rmdir()
-                raise NotADirectoryError(20, os.strerror(20), str(path)) from None
-        except OSError:
-            for made in reversed(missing[:index]):
-                made.rmdir()
-            raise
-    return missing
+    made: list[Path] = []
+    try:
+        for path in reversed(missing):
+            try:
+                path.mkdir()
+            except FileExistsError:  # a file where a folder should be
+                code = errno.ENOTDIR
+                raise NotADirectoryError(code, os.strerror(code), str(path)) from None
+            made.append(path)
+    except OSError:
+        for path in reversed(made):
+            path.rmdir()
+        raise
+    return made
 
 
 def predict_from_cli(args: argparse.Namespace) -> int:
