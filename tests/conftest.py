@@ -1,11 +1,13 @@
 """Shared fixtures: small IDX datasets written by the tests themselves."""
 
 import dataclasses
+import functools
 import gzip
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
+import faults
 import numpy as np
 import pytest
 import torch
@@ -91,3 +93,26 @@ def data_dir(tmp_path: Path, write_idx) -> Path:
 def device(request: pytest.FixtureRequest) -> torch.device:
     """Each device the test can run on here: the CPU, and CUDA where there is one."""
     return torch.device(request.param)
+
+
+# ----------------------------------------------------------------------------- fault injection
+# Helpers in tests/faults.py; these fixtures bind them to the test's capsys and monkeypatch.
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture) -> Callable[..., faults.CliResult]:
+    """cli(*args) -> (returncode, stdout, stderr) of `mnistlab ARGS`, run in-process."""
+    return functools.partial(faults.call_cli, capsys)
+
+
+@pytest.fixture
+def write_fault(monkeypatch: pytest.MonkeyPatch) -> Callable[..., object]:
+    """write_fault(code="ENOSPC", after=0, match="*"): atomic writes fail part-way."""
+    return functools.partial(faults.fail_writes, monkeypatch)
+
+
+@pytest.fixture
+def real_disk() -> Callable[..., faults.DiskResult]:
+    """run_cli_on_disk, after skipping (failing under CI=true) where no tmpfs can be mounted."""
+    faults.need_real_disk()
+    return faults.run_cli_on_disk

@@ -7,6 +7,7 @@ is a model file. Where these files sit in a run directory is rundir.py's busines
 """
 
 import io
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,10 @@ def load_torch(path: Path, expected_format: str | None = None) -> dict[str, Any]
     if not path.is_file():
         raise MnistlabError(f"{path}: no such checkpoint file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        # torch warns on stderr about foreign pickles; the error below says all there is
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # torch raises many types for damaged files, with advice that is wrong here
         raise MnistlabError(
             f"{path}: not a readable mnistlab checkpoint or model file (truncated or foreign); "

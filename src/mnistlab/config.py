@@ -5,6 +5,7 @@ and bad values are errors that name the key, so a typo never silently trains the
 """
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,11 @@ SCHEDULERS = ("none", "step", "onecycle", "cosine")
 # validation split alone and must not see the test set).
 TEST_WHEN = ("every-epoch", "end", "never")
 PRECISIONS = ("fp32", "bf16", "auto")  # auto: bf16 where the CPU/GPU computes it natively
+# Seeds are 32-bit, as numpy's are; shuffling derives seed * 100003 + epoch from them, which
+# stays far inside torch's 64-bit generator seed for every seed in range.
+SEED_MAX = 2**32 - 1
+NAME_MAX = 200  # leaves room for "-<timestamp>" in a 255-byte folder name
+INT_MAX = 2**31 - 1  # any other whole number: torch and the CPU count take 32-bit ints
 
 
 @dataclass
@@ -122,6 +128,8 @@ def _build(cls: type, data: dict[str, Any], where: str, prefix: str = "") -> Any
 
 def _coerce(value: Any, kind: type, where: str, path: str) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) > 2**53:  # too big to be a float exactly, and past 1e308 not at all
+            raise MnistlabError(f"{where}: {path} is out of range, got {value!r}")
         return float(value)
     if kind is bool and not isinstance(value, bool):
         raise MnistlabError(f"{where}: {path} must be true or false, got {value!r}")
@@ -130,8 +138,39 @@ def _coerce(value: Any, kind: type, where: str, path: str) -> Any:
     return value
 
 
+def check_numbers(obj: Any, where: str, prefix: str = "") -> None:
+    """Every float finite (TOML and flags accept inf and nan), every int in its range."""
+    for f in dataclasses.fields(obj):
+        value, path = getattr(obj, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            check_numbers(value, where, f"{path}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise MnistlabError(f"{where}: {path} must be a finite number, got {value!r}")
+        elif isinstance(value, int) and not isinstance(value, bool):
+            if path == "seed":
+                if not 0 <= value <= SEED_MAX:
+                    raise MnistlabError(
+                        f"{where}: seed must be in [0, {SEED_MAX}] (2**32 - 1), got {value!r}"
+                    )
+            elif abs(value) > INT_MAX:
+                raise MnistlabError(
+                    f"{where}: {path} must be at most {INT_MAX} in size, got {value!r}"
+                )
+
+
+def check_name(name: str, where: str) -> None:
+    """The name becomes a folder name (runs/<name>-<time>): one plain path component."""
+    bad = [c for c in name if c in "/\\" or ord(c) < 32 or ord(c) == 127]
+    if not name.strip() or name in (".", "..") or bad or len(name) > NAME_MAX:
+        raise MnistlabError(
+            f"{where}: name must be 1 to {NAME_MAX} characters without slashes or control "
+            f"characters, got {name!r}"
+        )
+
+
 def validate(cfg: Config, where: str) -> Config:
     """Range checks that types alone cannot express."""
+    check_numbers(cfg, where)
 
     def need(ok: bool, path: str, rule: str, value: Any) -> None:
         if not ok:
@@ -205,6 +244,7 @@ def validate(cfg: Config, where: str) -> Config:
     need(0 <= aug.scale < 1, "augment.scale", "must be in [0, 1)", aug.scale)
     need(0 <= aug.shear < 90, "augment.shear", "must be in [0, 90) degrees", aug.shear)
     need(0 <= aug.erasing <= 1, "augment.erasing", "must be in [0, 1]", aug.erasing)
+    check_name(cfg.name, where)
     return cfg
 
 
@@ -216,9 +256,16 @@ def load_config(path: str | Path) -> Config:
     """Read and check an experiment file; the file's stem is the default name."""
     path = Path(path)
     try:
-        text = path.read_text()
+        # stat first: reading a FIFO or a terminal would wait forever
+        if path.exists() and not path.is_file() and not path.is_dir():
+            raise MnistlabError(f"{path}: not a regular file; give an experiment TOML file")
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise MnistlabError(f"{path}: cannot read experiment file ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise MnistlabError(
+            f"{path}: not a text file (byte {e.start} is not UTF-8); give an experiment TOML file"
+        ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -245,22 +292,6 @@ def override(cfg: Config, where: str = "command line", **changes: Any) -> Config
     return from_dict(data, where)
 
 
-def cli_overrides(cfg: Config, args: Any) -> Config:
-    """The config with `mnistlab train`'s flags applied (flags left unset change nothing)."""
-    return override(
-        cfg,
-        "command line",
-        model=args.model,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        val_size=args.val_size,
-        limit_train=args.limit_train,
-        limit_test=args.limit_test,
-        **{"optimizer.lr": args.lr},
-    )
-
-
 def dumps_toml(data: dict[str, Any]) -> str:
     """TOML text for a config dict: scalars first, then one table per nested dict."""
     lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
@@ -276,7 +307,72 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
+        text = value.replace("\\", "\\\\")
         if "\n" in value:
-            return '"""\n' + value.replace("\\", "\\\\").replace('"""', '\\"""') + '"""'
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            return '"""\n' + _escape_controls(text.replace('"""', '\\"""'), "\n\t") + '"""'
+        return '"' + _escape_controls(text.replace('"', '\\"'), "\t") + '"'
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+# `mnistlab train` flags that change the experiment -> the config key each one sets.
+CLI_FLAGS = {
+    "model": "model",
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "lr": "optimizer.lr",
+    "max_lr": "scheduler.max_lr",
+    "seed": "seed",
+    "val_size": "val_size",
+    "limit_train": "limit_train",
+    "limit_test": "limit_test",
+}
+
+
+def flag_name(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def cli_overrides(cfg: Config, args: Any) -> Config:
+    """`cfg` with the train flags in `args` (an argparse namespace) applied.
+
+    Every flag either does what it says or is refused: --lr on a onecycle schedule (which
+    never runs at optimizer.lr) asks for --max-lr, and --max-lr elsewhere asks for --lr.
+    --model drops the experiment's [expect] (those numbers describe its own model). A bad
+    value is an error that names its flag.
+    """
+    given = {dest: getattr(args, dest, None) for dest in CLI_FLAGS}
+    given = {dest: value for dest, value in given.items() if value is not None}
+    schedule, model = cfg.scheduler.name, cfg.model
+    if "lr" in given and schedule == "onecycle":
+        raise MnistlabError(
+            "--lr sets optimizer.lr, which a onecycle schedule never runs at (it climbs from "
+            "max_lr / div_factor to max_lr); use --max-lr to set its peak"
+        )
+    if "max_lr" in given and schedule != "onecycle":
+        raise MnistlabError(
+            f"--max-lr sets the peak of a onecycle schedule, and this experiment's scheduler "
+            f"is {schedule!r}; use --lr"
+        )
+    for dest, value in given.items():
+        # One flag at a time, so that a value out of range is reported with its flag.
+        cfg = override(cfg, flag_name(dest), **{CLI_FLAGS[dest]: value})
+    if cfg.model != model:
+        cfg = dataclasses.replace(cfg, expect=ExpectConfig())
+    return cfg
+
+
+def config_from_cli(args: Any) -> Config:
+    """The experiment `mnistlab train` runs: args.experiment (else the defaults, named after
+    --model) with the flags applied."""
+    experiment = getattr(args, "experiment", None)
+    model = getattr(args, "model", None)
+    cfg = load_config(experiment) if experiment else Config(name=model or "seed")
+    return cli_overrides(cfg, args)
+
+
+def _escape_controls(text: str, allowed: str) -> str:
+    """TOML strings may not hold raw control characters: write them as \\uXXXX."""
+    return "".join(
+        f"\\u{ord(c):04x}" if (ord(c) < 32 or ord(c) == 127) and c not in allowed else c
+        for c in text
+    )

@@ -5,7 +5,9 @@ or gzipped, so an existing torchvision cache works as a data directory.
 """
 
 import gzip
+import math
 import os
+import shlex
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ RAW_FILES = (
     "t10k-labels-idx1-ubyte",
 )
 REFETCH = "delete it and run `mnistlab data fetch`"
+IMAGE_SIZE = (28, 28)  # every registered model takes 28x28 images
 
 
 @dataclass(frozen=True)
@@ -103,8 +106,13 @@ def fetch_command(spec: DatasetSpec, root: str | os.PathLike | None = None) -> s
     if spec.name != MNIST.name:
         command += f" --dataset {spec.name}"
     if root:
-        command += f" --data-dir {root}"
+        command += f" --data-dir {shlex.quote(str(root))}"
     return command
+
+
+def refetch(spec: DatasetSpec, root: str | os.PathLike | None = None) -> str:
+    """The fix for a damaged data file, naming the --data-dir it was read from."""
+    return f"delete it and run `{fetch_command(spec, root)}`"
 
 
 def split_files(train: bool) -> tuple[str, str]:
@@ -129,12 +137,18 @@ def raw_dir(spec: DatasetSpec, root: Path) -> Path:
 def find_file(directory: Path, name: str) -> Path | None:
     """The raw file or its .gz twin in a directory, raw first."""
     for candidate in (directory / name, directory / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError as e:  # e.g. a name too long; is_file() only hides "no such file"
+            raise MnistlabError(
+                f"{candidate}: cannot look for the data file ({e.strerror}); "
+                "pass --data-dir with a usable folder"
+            ) from None
     return None
 
 
-def read_bytes(path: Path) -> bytes:
+def read_bytes(path: Path, fix: str = REFETCH) -> bytes:
     """A file's bytes, decompressed when it ends in .gz."""
     try:
         if path.suffix == ".gz":
@@ -142,7 +156,8 @@ def read_bytes(path: Path) -> bytes:
                 return f.read()
         return path.read_bytes()
     except (OSError, EOFError, zlib.error) as e:
-        raise MnistlabError(f"{path}: cannot read ({e}); {REFETCH}") from None
+        reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        raise MnistlabError(f"{path}: cannot read ({reason}); {fix}") from None
 
 
 def parse_idx(data: bytes, source: str = "<bytes>", fix: str = REFETCH) -> np.ndarray:
@@ -167,15 +182,35 @@ def parse_idx(data: bytes, source: str = "<bytes>", fix: str = REFETCH) -> np.nd
     if len(data) < header:
         raise bad(f"truncated: {len(data)} bytes, the IDX header needs {header}")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(shape))
+    expected = header + math.prod(shape)  # Python ints: a garbage header cannot overflow
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "has trailing bytes"
         raise bad(f"{what}: {len(data)} bytes, header {shape} needs {expected}")
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 
-def read_idx(path: Path) -> np.ndarray:
-    return parse_idx(read_bytes(path), str(path))
+def read_idx(path: Path, fix: str = REFETCH) -> np.ndarray:
+    return parse_idx(read_bytes(path, fix), str(path), fix)
+
+
+def content_problem(array: np.ndarray, labels: bool, num_classes: int = 10) -> str | None:
+    """What makes a parsed IDX array unusable as images or labels (None: nothing)."""
+    what = "labels" if labels else "images"
+    if array.ndim != (1 if labels else 3):
+        return f"holds {array.ndim}-dimensional data, expected {what}"
+    if len(array) == 0:
+        return f"holds no {what}"
+    if labels:
+        bad = np.flatnonzero(array >= num_classes)
+        if len(bad):
+            return (
+                f"label {int(array[bad[0]])} at index {int(bad[0])} is outside 0-{num_classes - 1}"
+                f" ({len(bad)} such labels)"
+            )
+    elif array.shape[1:] != IMAGE_SIZE:
+        height, width = array.shape[1:]
+        return f"images are {width}x{height} pixels, the models take 28x28"
+    return None
 
 
 def load_split(
@@ -193,16 +228,12 @@ def load_split(
                 "(or pass --data-dir to a folder that has it)"
             )
         paths.append(path)
-    images, labels = (read_idx(path) for path in paths)
-    for path, array, ndim, what in (
-        (paths[0], images, 3, "images"),
-        (paths[1], labels, 1, "labels"),
-    ):
-        if array.ndim != ndim:
-            raise MnistlabError(
-                f"{path}: holds {array.ndim}-dimensional data, expected {what}; "
-                f"delete it and run `{fetch_command(spec, root)}`"
-            )
+    fix = refetch(spec, root)
+    images, labels = (read_idx(path, fix) for path in paths)
+    for path, array, is_labels in ((paths[0], images, False), (paths[1], labels, True)):
+        problem = content_problem(array, is_labels, len(spec.classes))
+        if problem:
+            raise MnistlabError(f"{path}: {problem}; {fix}")
     if len(images) != len(labels):
         raise MnistlabError(
             f"{paths[0]}: {len(images)} images but {paths[1].name} has {len(labels)} labels; "

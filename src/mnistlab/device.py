@@ -19,10 +19,12 @@ def pick_device(name: str | None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except (RuntimeError, ValueError):
+    except (RuntimeError, ValueError, TypeError):
         raise MnistlabError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N") from None
     if device.type not in DEVICE_TYPES:
         raise MnistlabError(f"--device {name}: this tool runs on cpu or cuda; use one of those")
+    if device.type == "cpu" and device.index not in (None, 0):
+        raise MnistlabError(f"--device {name}: there is one CPU device; use --device cpu")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise MnistlabError(f"--device {name}: CUDA is not available here; use --device cpu")

@@ -65,10 +65,11 @@ def format_report(result: dict, classes: tuple[str, ...], split: str = "test") -
 def evaluate_from_cli(args: argparse.Namespace) -> None:
     from mnistlab.data import get_spec, load_split
     from mnistlab.device import pick_device
+    from mnistlab.predict import checkpoint_path
     from mnistlab.rundir import load_model
 
     device = pick_device(args.device)
-    model, meta = load_model(args.target)
+    model, meta = load_model(checkpoint_path(args.target))
     spec = get_spec(meta.get("dataset", "mnist"))
     images, labels = load_split(spec.name, train=args.split == "train", root=args.data_dir)
     loader = Loader(

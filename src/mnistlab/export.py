@@ -19,7 +19,7 @@ from torch import nn
 
 from mnistlab.data import MNIST
 from mnistlab.errors import MnistlabError
-from mnistlab.fileio import atomic_write_bytes
+from mnistlab.fileio import WriteError, write_files
 from mnistlab.predict import checkpoint_path
 from mnistlab.rundir import load_model
 
@@ -81,11 +81,22 @@ def export_model(model: nn.Module, fmt: str, out: str | Path, info: dict[str, An
     out = Path(out)
     if fmt not in FORMATS:
         raise MnistlabError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
-    if out.is_dir():
+    try:
+        is_dir = out.is_dir()
+    except OSError as e:
+        raise MnistlabError(f"--out {out}: unusable path ({e.strerror}); give another") from None
+    if is_dir:
         raise MnistlabError(f"--out {out}: is a directory; give a file name")
     model = model.cpu().eval()
     data = export_onnx(model, info) if fmt == "onnx" else export_torchscript(model, info)
-    atomic_write_bytes(out, data)
+    try:
+        write_files({out: data})
+    except (OSError, MnistlabError) as e:
+        reason = e.reason if isinstance(e, WriteError) else (getattr(e, "strerror", None) or e)
+        raise MnistlabError(
+            f"--out {out}: cannot write the {fmt} file ({reason}); nothing was written; "
+            "choose a writable path with free space"
+        ) from None
     return len(data)
 
 

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from mnistlab.data import (
     DatasetSpec,
+    content_problem,
     data_root,
     fetch_command,
     find_file,
@@ -207,9 +208,12 @@ def sha256(data: bytes) -> str:
 def check_file(spec: DatasetSpec, name: str, data: bytes, verify: bool) -> None:
     """Raise SourceError unless `data` is a well-formed IDX file (and the official one)."""
     try:
-        parse_idx(data, name, fix="")
+        array = parse_idx(data, name, fix="")
     except MnistlabError as e:
         raise SourceError(str(e)) from None
+    problem = content_problem(array, "labels" in name, len(spec.classes))
+    if problem:
+        raise SourceError(f"{name}: {problem}")
     digest, expected = sha256(data), spec.sha256[name]
     if verify and digest != expected:
         raise ChecksumError(

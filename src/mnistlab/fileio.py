@@ -6,6 +6,7 @@ disk or a read-only folder leaves no temporary file behind and becomes a Mnistla
 names the path and what to do.
 """
 
+import errno
 import os
 import secrets
 from pathlib import Path
@@ -13,28 +14,45 @@ from pathlib import Path
 from mnistlab.errors import MnistlabError
 
 
-def write_error(path: Path, e: OSError) -> MnistlabError:
-    """The one-line message for a failed write of `path`."""
-    reason = e.strerror or type(e).__name__
-    return MnistlabError(
-        f"cannot write {path} ({reason}); free some space or choose a writable folder"
-    )
+class WriteError(MnistlabError):
+    """A failed write: one line naming the path, with the reason kept for callers that say
+    more about what was being written."""
+
+    def __init__(self, path: Path, e: OSError) -> None:
+        self.path, self.reason = Path(path), e.strerror or type(e).__name__
+        super().__init__(
+            f"cannot write {path} ({self.reason}); free some space or choose a writable folder"
+        )
+
+
+def write_error(path: Path, e: OSError) -> WriteError:
+    return WriteError(path, e)
 
 
 def make_dirs(folder: Path) -> list[Path]:
-    """mkdir -p that returns the folders it created (outermost first), for cleaning up."""
+    """mkdir -p that returns the folders it created (outermost first), for cleaning up.
+
+    On failure the folders it made are removed again and the error names the folder.
+    """
     folder = Path(folder)
     missing = []
     for parent in (folder, *folder.parents):
         if parent.is_dir():
             break
         missing.append(parent)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        remove_dirs(missing[::-1])
-        raise write_error(folder, e) from None
-    return missing[::-1]
+    made: list[Path] = []
+    for path in reversed(missing):
+        try:
+            path.mkdir()
+        except FileExistsError:  # a file where a folder should be
+            remove_dirs(made)
+            code = errno.ENOTDIR
+            raise WriteError(path, NotADirectoryError(code, os.strerror(code))) from None
+        except OSError as e:
+            remove_dirs(made)
+            raise WriteError(path, e) from None
+        made.append(path)
+    return made
 
 
 def remove_dirs(created: list[Path]) -> None:

@@ -8,6 +8,8 @@ error of its own; the other files are still predicted.
 import argparse
 import io
 import json
+import os
+import stat
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
@@ -21,8 +23,9 @@ from torch import nn
 
 from mnistlab import preprocess
 from mnistlab.data import MNIST
+from mnistlab.device import pick_device
 from mnistlab.errors import MnistlabError
-from mnistlab.fileio import atomic_write_bytes
+from mnistlab.fileio import WriteError, write_files
 from mnistlab.rundir import load_model
 
 BATCH_SIZE = 256
@@ -34,6 +37,7 @@ class Prediction:
     prediction: int | None = None
     top3: list[tuple[int, float]] = field(default_factory=list)
     error: str | None = None
+    model_input: np.ndarray | None = field(default=None, repr=False, compare=False)  # previews
 
     def as_dict(self) -> dict[str, Any]:
         if self.error is not None:
@@ -65,23 +69,55 @@ def checkpoint_path(checkpoint: str | Path | None) -> Path:
     return path
 
 
-def resolve_device(name: str | None) -> torch.device:
+# The one device rule every command follows (CUDA when present, else the CPU).
+resolve_device = pick_device
+
+
+def file_kind_problem(path: str | Path) -> str | None:
+    """Why a path cannot be read as an image file, from stat alone (None: it is a regular
+    file). Opening a FIFO or a terminal would block, so nothing is opened before this."""
     try:
-        device = torch.device(name or "cpu")
-    except RuntimeError as e:
-        raise MnistlabError(f"--device {name}: {e}") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise MnistlabError(f"--device {name}: CUDA is not available; use --device cpu")
-    return device
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as e:
+        return f"cannot read ({e.strerror or type(e).__name__})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a directory, not an image"
+    kinds = (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    )
+    kind = next((name for test, name in kinds if test(mode)), "not a regular file")
+    return f"is {kind}, not an image file; give the path of an image file"
 
 
 def prepare_file(path: str | Path, preprocess_image: bool = True) -> np.ndarray:
     """One image file as the model's 28x28 input in [0, 1] (white ink on black)."""
+    problem = file_kind_problem(path)
+    if problem is not None:
+        raise MnistlabError(f"{path}: {problem}")
     try:
         gray = preprocess.read_grayscale(path)
-        return preprocess.mnist_style(gray) if preprocess_image else preprocess.as_28x28(gray)
+        if preprocess_image:
+            return preprocess.mnist_style(gray)
+        return check_not_blank(preprocess.as_28x28(gray))
     except MnistlabError as e:
         raise MnistlabError(f"{path}: {e}") from e
+
+
+def check_not_blank(image: np.ndarray) -> np.ndarray:
+    """A 28x28 input fed as it is must still hold a digit: some pixels differ from the rest."""
+    if float(image.max()) - float(image.min()) < preprocess.MIN_CONTRAST:
+        raise MnistlabError(
+            "blank image: no ink found (every pixel is about the same); "
+            "give an image of a digit, white ink on black"
+        )
+    return image
 
 
 def classify(
@@ -115,43 +151,67 @@ def predict_files(
     show_dir: str | Path | None = None,
     device: torch.device | str = "cpu",
 ) -> list[Prediction]:
-    """Predict every file; one that cannot be read or used gets an error, not an exception."""
+    """Predict every file; one that cannot be read or used gets an error, not an exception.
+
+    With `show_dir`, each model input is then written there as a PNG (see save_previews);
+    a failure to write them raises, after the predictions are made.
+    """
     results = [Prediction(file=str(f)) for f in files]
-    inputs, ready = [], []
     for result in results:
         try:
-            inputs.append(prepare_file(result.file, preprocess_image))
-            ready.append(result)
+            result.model_input = prepare_file(result.file, preprocess_image)
         except MnistlabError as e:
             result.error = str(e)
-    if show_dir is not None:
-        save_inputs(Path(show_dir), [r.file for r in ready], inputs)
+    ready = [r for r in results if r.model_input is not None]
     if ready:
-        probs = classify(model, np.stack(inputs), mean, std, device)
+        inputs = np.stack([r.model_input for r in ready])
+        probs = classify(model, inputs, mean, std, device)
         top_probs, top_digits = probs.topk(3, dim=1)
         for result, digits, ps in zip(ready, top_digits.tolist(), top_probs.tolist(), strict=True):
             result.prediction = digits[0]
             result.top3 = list(zip(digits, ps, strict=True))
+    if show_dir is not None:
+        save_previews(Path(show_dir), results)
     return results
 
 
-def save_inputs(folder: Path, files: list[str], inputs: list[np.ndarray]) -> None:
-    """Write each model input as `<stem>.png`; a repeated stem gets `-2`, `-3`, ..."""
-    used: set[str] = set()
-    for file, pixels in zip(files, inputs, strict=True):
-        stem, number = Path(file).stem, 1
+def preview_files(folder: Path, results: list[Prediction]) -> dict[Path, bytes]:
+    """Each model input as PNG bytes at `<folder>/<stem>.png`; a repeated stem gets `-2`, ..."""
+    files: dict[Path, bytes] = {}
+    for result in results:
+        if result.model_input is None:
+            continue
+        stem, number = Path(result.file).stem, 1
         name = f"{stem}.png"
-        while name in used:
+        while folder / name in files:
             number += 1
             name = f"{stem}-{number}.png"
-        used.add(name)
         buffer = io.BytesIO()
-        Image.fromarray(np.round(pixels * 255).astype(np.uint8)).save(buffer, "PNG")
-        atomic_write_bytes(folder / name, buffer.getvalue())
+        pixels = np.round(result.model_input * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(buffer, "PNG")
+        files[folder / name] = buffer.getvalue()
+    return files
+
+
+def save_previews(folder: Path, results: list[Prediction]) -> None:
+    """Write the previews, all or none: a failure removes the files and folders this call
+    made and is one error naming the folder."""
+    try:
+        write_files(preview_files(folder, results))
+    except (OSError, MnistlabError) as e:
+        reason = e.reason if isinstance(e, WriteError) else (getattr(e, "strerror", None) or e)
+        raise MnistlabError(
+            f"--show-preprocessed {folder}: cannot write the previews ({reason}); "
+            "no preview was kept; choose a writable folder"
+        ) from None
 
 
 def predict_from_cli(args: argparse.Namespace) -> int:
-    """`mnistlab predict`: exit status 1 when any file failed, 0 otherwise."""
+    """`mnistlab predict`: exit status 1 when any file failed, 0 otherwise.
+
+    Previews are written after the predictions are printed, so a folder that cannot take
+    them costs no prediction (only its own error line and exit status 1).
+    """
     model, meta = load_model(checkpoint_path(args.checkpoint))
     results = predict_files(
         model,
@@ -159,8 +219,7 @@ def predict_from_cli(args: argparse.Namespace) -> int:
         mean=float(meta.get("mean", MNIST.mean)),
         std=float(meta.get("std", MNIST.std)),
         preprocess_image=not args.no_preprocess,
-        show_dir=args.show_preprocessed,
-        device=resolve_device(args.device),
+        device=pick_device(args.device),
     )
     if args.json:
         print(json.dumps([r.as_dict() for r in results], indent=2))
@@ -170,4 +229,7 @@ def predict_from_cli(args: argparse.Namespace) -> int:
                 print(result.line())
             else:
                 print(f"mnistlab: error: {result.error}", file=sys.stderr)
+    sys.stdout.flush()
+    if args.show_preprocessed is not None:
+        save_previews(Path(args.show_preprocessed), results)
     return 1 if any(r.error is not None for r in results) else 0

@@ -101,8 +101,12 @@ def to_grayscale(image: Image.Image) -> np.ndarray:
 
 
 def full_scale(peak: float) -> float:
-    """White level of a high-bit-depth image: the smallest usual range that holds its peak."""
-    for white in (1.0, 255.0, 65535.0):
+    """White level of a high-bit-depth image: the smallest usual range that holds its peak.
+
+    The bit depths sensors and scanners store in 16-bit files count too: 12-bit data
+    (0..4095) divided by 65535 would look blank.
+    """
+    for white in (1.0, 255.0, 1023.0, 4095.0, 16383.0, 65535.0):
         if peak <= white:
             return white
     return peak

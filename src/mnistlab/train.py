@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from mnistlab import rundir
 from mnistlab.augment import make_augment
-from mnistlab.config import Config, cli_overrides, load_config
+from mnistlab.config import Config, config_from_cli
 from mnistlab.data import DatasetSpec, Loader, get_spec, load_split, split_validation
 from mnistlab.device import cpu_info, pick_device, resolve_precision
 from mnistlab.errors import MnistlabError
@@ -547,22 +547,6 @@ def make_sinks(cfg: Config, loaders: Loaders, tensorboard: str | None, console: 
     return sinks
 
 
-RESUME_CONFLICTS = (
-    "experiment",
-    "model",
-    "epochs",
-    "batch_size",
-    "lr",
-    "max_lr",
-    "seed",
-    "val_size",
-    "limit_train",
-    "limit_test",
-    "out",
-    "compile",
-)
-
-
 def train_from_cli(args: argparse.Namespace) -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -570,20 +554,14 @@ def train_from_cli(args: argparse.Namespace) -> None:
     if args.compile:
         check_compiler()
     progress = not args.quiet
-    if args.resume:
-        changed = [k for k in RESUME_CONFLICTS if getattr(args, k, None) not in (None, False)]
-        if changed:
-            raise MnistlabError(
-                f"--resume continues a run as configured; drop --{changed[0].replace('_', '-')}"
-            )
+    if args.resume:  # the CLI has refused flags that would change the recipe
         records = resume_run(Path(args.resume), device, args.data_dir, progress, args.tensorboard)
         if records is None:
             print(f"{args.resume}: already finished; nothing to resume")
             return
         out = Path(args.resume)
     else:
-        cfg = load_config(args.experiment) if args.experiment else Config(name=args.model or "seed")
-        cfg = cli_overrides(cfg, args)
+        cfg = config_from_cli(args)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path(args.out) if args.out else Path("runs") / f"{cfg.name}-{stamp}"
         rundir.check_new(out)
