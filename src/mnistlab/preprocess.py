@@ -10,9 +10,11 @@ Every function here is pure except `read_grayscale`, which reads a file. Errors 
 wrong with the image but not the file; the caller adds the file name.
 """
 
+import io
 import math
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -48,17 +50,28 @@ def read_grayscale(path: str | Path) -> np.ndarray:
         raise MnistlabError("is a directory, not an image")
     if path.is_file() and path.stat().st_size == 0:
         raise MnistlabError("empty file (0 bytes)")
+    return decode_grayscale(path)
+
+
+def grayscale_from_bytes(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """An image file's bytes (an upload) as read_grayscale reads a file."""
+    if not data:
+        raise MnistlabError("empty file (0 bytes)")
+    return decode_grayscale(io.BytesIO(data), max_pixels)
+
+
+def decode_grayscale(source: Path | BinaryIO, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     try:
         # The size check below refuses large images before decoding; Pillow's own warning for
         # them would only repeat it.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            image = Image.open(source)
     except FileNotFoundError:
         raise MnistlabError("no such file") from None
     except Image.DecompressionBombError:
         raise MnistlabError(
-            f"image too large (over {MAX_PIXELS // 1_000_000} megapixels)"
+            f"image too large (over {max_pixels // 1_000_000} megapixels)"
         ) from None
     except UnidentifiedImageError:
         raise MnistlabError(
@@ -67,7 +80,7 @@ def read_grayscale(path: str | Path) -> np.ndarray:
     except (OSError, ValueError) as e:
         raise MnistlabError(f"cannot open image ({first_line(e)})") from e
     with image:
-        check_size(image.width, image.height)
+        check_size(image.width, image.height, max_pixels)
         try:
             image.load()
             return to_grayscale(ImageOps.exif_transpose(image))
@@ -80,13 +93,13 @@ def first_line(e: Exception) -> str:
     return text or type(e).__name__
 
 
-def check_size(width: int, height: int) -> None:
+def check_size(width: int, height: int, max_pixels: int = MAX_PIXELS) -> None:
     if width == 0 or height == 0:
         raise MnistlabError(f"empty image ({width}x{height} pixels)")
-    if width * height > MAX_PIXELS:
+    if width * height > max_pixels:
         raise MnistlabError(
             f"image too large ({width}x{height} = {width * height / 1e6:.0f} megapixels; "
-            f"the limit is {MAX_PIXELS // 1_000_000}); scale it down first"
+            f"the limit is {max_pixels // 1_000_000}); scale it down first"
         )
 
 
