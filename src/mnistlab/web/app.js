@@ -174,7 +174,7 @@ function paintInput() {
       let [red, green, blue] = [v, v, v];
       if (overlay.checked) {
         const s = lastResult.saliency[r][c];
-        const a = Math.min(1, Math.abs(s) * 1.5);
+        const a = Math.min(1, Math.abs(s) * 2.5);
         const tint = s > 0 ? [255, 80, 40] : [40, 140, 255];
         red = (1 - a) * red + a * tint[0];
         green = (1 - a) * green + a * tint[1];
