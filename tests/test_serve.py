@@ -18,7 +18,7 @@ from mnistlab.cli import main
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 with warnings.catch_warnings():  # starlette's note about a future httpx, not ours
-    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
 ROOT = Path(__file__).resolve().parent.parent
