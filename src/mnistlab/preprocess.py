@@ -34,6 +34,8 @@ FLAT = 0.05  # a background estimate varying less than this is taken as one leve
 EDGE_BAND = 0.04  # frame lines lie within this fraction of the image's longer side of an edge
 NEAR = 0.3  # a fragment within this fraction of the digit's size of it belongs to it
 FRAGMENT = 0.05  # ... when its area is at least this fraction of the digit's largest part
+THIN_STROKE = 0.06  # strokes thinner than this fraction of the digit's longer side are widened
+MNIST_STROKE = 0.1  # ... to this fraction, about MNIST's
 WORK_SIDE = 384  # larger images are scaled down (by area) to this longer side first
 
 HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
@@ -405,6 +407,30 @@ def crop_to_ink(ink: np.ndarray, threshold: float = INK_THRESHOLD) -> np.ndarray
     return ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
+def stroke_width(ink: np.ndarray) -> float:
+    """Mean stroke width in pixels: twice the ink's area over its outline (a strip of width w
+    and length L has area wL and an outline of about 2L)."""
+    mask = ink > 0.5
+    padded = np.pad(mask, 1)
+    inside = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    outline = int((mask & ~inside).sum())
+    return 2 * float(mask.sum()) / outline if outline else 0.0
+
+
+def thicken(ink: np.ndarray) -> np.ndarray:
+    """Widen strokes much thinner than MNIST's (a ballpoint on a large photo) to its width.
+
+    MNIST's pen is about a tenth of the digit's height; a hairline, scaled to 20 pixels,
+    would be a faint trace the model never saw. Strokes of usual width are left alone.
+    """
+    longer = max(ink.shape)
+    width = stroke_width(ink)
+    if width >= THIN_STROKE * longer:
+        return ink
+    k = max(1, round(MNIST_STROKE * longer - width)) | 1
+    return max_filter(np.pad(ink, k // 2), k)
+
+
 def fit_box(ink: np.ndarray, box: int = BOX) -> np.ndarray:
     """Scale so the longer side is `box` pixels, keeping the aspect ratio (antialiased)."""
     height, width = ink.shape
@@ -441,7 +467,7 @@ def place_centred(ink: np.ndarray, size: int = SIZE, centre: float = CENTRE) -> 
 
 def mnist_style(gray: np.ndarray) -> np.ndarray:
     """A grayscale image (any size, either polarity) as a 28x28 MNIST-style float32 array."""
-    return place_centred(fit_box(crop_to_ink(to_ink(gray))))
+    return place_centred(fit_box(thicken(crop_to_ink(to_ink(gray)))))
 
 
 def work_size(gray: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
