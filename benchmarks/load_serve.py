@@ -139,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     warmup = args.warmup or max(1, args.requests // 10)
     port = free_port()
+    load_before = os.getloadavg()[0]  # other work on the machine slows every request
     server = start_server(port)
     try:
         result = run_load(
@@ -159,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         **result,
         "rss_growth_mb": round(rss["after_last"] - rss["after_first"], 1),
         "cpus": os.cpu_count(),
+        "load_average_before": round(load_before, 2),
+        "load_average_after": round(os.getloadavg()[0], 2),
         "python": platform.python_version(),
     }
     print(json.dumps(result, indent=2))

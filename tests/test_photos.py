@@ -171,3 +171,11 @@ def test_strokes_of_mnist_width_are_left_alone():
     digit = seven_28().astype(np.float32) / 255
     crop = preprocess.crop_to_ink(digit)
     assert preprocess.thicken(crop) is crop
+
+
+@pytest.mark.realdata
+def test_mnist_digits_are_never_widened():
+    images, _ = load_split("mnist", train=False)
+    for pixels in images.numpy()[:500]:
+        crop = preprocess.crop_to_ink(preprocess.to_ink(pixels.astype(np.float32) / 255))
+        assert preprocess.thicken(crop) is crop
