@@ -4,10 +4,14 @@ MNIST digits are white ink on black, scaled so the longer side of the ink's boun
 20 pixels (aspect ratio kept, antialiased), then placed in a 28x28 field so that the centre of
 mass of the ink falls on pixel (14, 14). `mnist_style` does the same to a grayscale array:
 
-    gray (paper light or dark) -> ink (white on black, 0..1) -> crop -> scale -> centre
+    gray (paper light or dark) -> ink (white on black, 0..1) -> crop -> widen hairlines
+    -> scale -> centre
 
-Every function here is pure except `read_grayscale`, which reads a file. Errors name what is
-wrong with the image but not the file; the caller adds the file name.
+The ink step copes with photos: a desk around the paper, uneven light, frame lines, ruled
+paper, speckle (see `to_ink`). `mnistlab predict` and `mnistlab serve` both use this path.
+
+Every function here is pure except `read_grayscale`/`decode_grayscale`, which read a file.
+Errors name what is wrong with the image but not the file; the caller adds the file name.
 """
 
 import io
