@@ -8,7 +8,7 @@ EXPERIMENT ?= experiments/19-thin-stem.toml
 # `make run TRAIN_FLAGS=` trains without compiling (no C++ compiler needed).
 TRAIN_FLAGS ?= --compile
 
-.PHONY: run test lint format fetch bench clean ship report
+.PHONY: run test lint format fetch bench clean ship report serve
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ test: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# The drawing page on http://127.0.0.1:8000/ (SERVE_FLAGS="--port 8080" to change).
+serve: $(VENV)/.installed
+	$(PIP) install --quiet -c constraints.txt -e '.[web]'
+	$(BIN)/mnistlab serve $(SERVE_FLAGS)
 
 bench: fetch
 	$(BIN)/mnistlab bench seed --out results/bench/seed.json

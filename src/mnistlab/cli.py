@@ -257,6 +257,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mnistlab.serve import serve_from_cli
+
+    serve_from_cli(args)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="mnistlab",
@@ -503,6 +510,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, help="file to write (required)")
     p.set_defaults(handler=cmd_export)
+
+    p = sub.add_parser("serve", help="a local web page: draw a digit, watch the model answer")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--checkpoint", default=None, help="run dir or weights (default: shipped model)")
+    p.set_defaults(handler=cmd_serve)
     return parser
 
 

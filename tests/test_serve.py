@@ -1,0 +1,227 @@
+"""`mnistlab serve`: the JSON API, its answers to bad input, the page's files, a short load test."""
+
+import base64
+import importlib.util
+import io
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_predict import draw_seven
+
+from mnistlab import predict, preprocess, saliency, serve
+from mnistlab.cli import main
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+with warnings.catch_warnings():  # starlette's note about a future httpx, not ours
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def classifier() -> serve.Classifier:
+    if not predict.default_checkpoint().is_file():
+        pytest.skip("the shipped model weights/final.pt is not in this checkout")
+    return serve.Classifier()
+
+
+@pytest.fixture(scope="module")
+def client(classifier) -> TestClient:
+    return TestClient(serve.create_app(classifier))
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+SEVEN = png_bytes(draw_seven(size=(200, 160), box=(100, 20, 60, 110), pen=10))
+
+
+def check_answer(answer: dict, digit: int) -> None:
+    assert answer["digit"] == digit
+    probs = answer["probabilities"]
+    assert len(probs) == 10 and abs(sum(probs) - 1) < 1e-3 and np.argmax(probs) == digit
+    assert np.asarray(answer["image"]).shape == (28, 28)
+    assert np.asarray(answer["saliency"]).shape == (28, 28)
+
+
+def test_multipart_upload_is_classified_as_predict_does(client, classifier):
+    response = client.post("/api/predict", files={"file": ("seven.png", SEVEN, "image/png")})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    check_answer(answer, 7)
+    # the same preprocessing as `mnistlab predict`
+    expected = preprocess.mnist_style(preprocess.grayscale_from_bytes(SEVEN))
+    np.testing.assert_allclose(answer["image"], expected, atol=6e-4)
+
+
+def test_json_data_url_is_classified(client):
+    url = "data:image/png;base64," + base64.b64encode(SEVEN).decode()
+    response = client.post("/api/predict", json={"image": url})
+    assert response.status_code == 200, response.text
+    check_answer(response.json(), 7)
+
+
+def test_model_endpoint_describes_the_model(client, classifier):
+    info = client.get("/api/model").json()
+    shipped = json.loads((predict.default_checkpoint().parent / "final.json").read_text())
+    assert info["name"] == shipped["model"]
+    assert info["parameters"] == sum(p.numel() for p in classifier.model.parameters())
+    assert 90 < info["test_accuracy"] <= 100
+
+
+def huge_png() -> bytes:
+    return png_bytes(Image.new("1", (6000, 5000)))  # 30 megapixels, a few kB on disk
+
+
+BAD = {
+    "not an image": (
+        {"files": {"file": ("notes.png", b"just text\n", "image/png")}},
+        400,
+        "not a readable image",
+    ),
+    "empty file": ({"files": {"file": ("empty.png", b"", "image/png")}}, 400, "empty"),
+    "blank page": (
+        {"files": {"file": ("blank.png", png_bytes(Image.new("L", (60, 50), 255)), "image/png")}},
+        400,
+        "no ink",
+    ),
+    "over 10 MB": (
+        {"files": {"file": ("big.png", b"\x89PNG" + b"\0" * (11 * 1024 * 1024), "image/png")}},
+        413,
+        "too large",
+    ),
+    "huge pixel dimensions": (
+        {"files": {"file": ("bomb.png", huge_png(), "image/png")}},
+        400,
+        "too large",
+    ),
+    "text file part": (
+        {"files": {"file": ("notes.txt", b"hello", "text/plain")}},
+        415,
+        "not an image",
+    ),
+    "wrong content type": (
+        {"content": SEVEN, "headers": {"content-type": "image/png"}},
+        415,
+        "multipart/form-data or JSON",
+    ),
+    "malformed JSON": (
+        {"content": b'{"image": ', "headers": {"content-type": "application/json"}},
+        400,
+        "malformed JSON",
+    ),
+    "JSON without image": ({"json": {"picture": 1}}, 400, '"image"'),
+    "not a data URL": ({"json": {"image": "http://example.com/a.png"}}, 400, "data URL"),
+    "bad base64": ({"json": {"image": "data:image/png;base64,@@@"}}, 400, "base64"),
+    "no file field": ({"files": {"other": ("a.png", SEVEN, "image/png")}}, 400, '"file"'),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_gets_a_4xx_json_error_and_the_server_keeps_serving(client, case):
+    kwargs, status, words = BAD[case]
+    response = client.post("/api/predict", **kwargs)
+    assert response.status_code == status, response.text
+    assert words in response.json()["error"]
+    again = client.post("/api/predict", files={"file": ("seven.png", SEVEN, "image/png")})
+    assert again.status_code == 200 and again.json()["digit"] == 7
+
+
+def test_body_over_the_limit_is_refused_from_its_declared_length(client):
+    response = client.post(
+        "/api/predict",
+        content=b"x" * 100,
+        headers={"content-type": "application/json", "content-length": str(50 * 1024 * 1024)},
+    )
+    assert response.status_code == 413
+
+
+def test_page_and_docs_load_nothing_from_the_network(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "<canvas" in page.text
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/openapi.json" in docs.text
+    schema = client.get("/openapi.json").json()
+    assert "/api/predict" in schema["paths"] and "/api/model" in schema["paths"]
+    for name in ("index.html", "app.js", "style.css", "docs.html"):
+        text = (serve.web_files() / name).read_text()
+        assert "http://" not in text and "https://" not in text, name
+        assert client.get(f"/static/{name}").status_code == 200
+
+
+def test_saliency_marks_the_pixels_the_answer_depends_on(classifier):
+    """Blanking the most salient ink lowers the answer's probability more than blanking as
+    many ink pixels at random."""
+    image = preprocess.mnist_style(np.asarray(draw_seven(), dtype=np.float32) / 255)
+    model, mean, std = classifier.model, classifier.mean, classifier.std
+    digit = int(predict.classify(model, image[None], mean, std).argmax())
+    s = saliency.gradient_x_input(model, image, mean, std, digit)
+    assert s.shape == (28, 28) and np.abs(s).max() == pytest.approx(1.0)
+    assert np.all(s[image == 0] == 0)  # gradient x input: nothing where there is no ink
+    ink = np.flatnonzero(image > 0.3)
+    top = ink[np.argsort(s.ravel()[ink])[::-1][: len(ink) // 4]]
+    rng = np.random.default_rng(0)
+
+    def prob_without(pixels: np.ndarray) -> float:
+        blanked = image.copy().ravel()
+        blanked[pixels] = 0
+        probs = predict.classify(model, blanked.reshape(1, 28, 28), mean, std)
+        return float(probs[0, digit])
+
+    random_drop = np.mean([prob_without(rng.choice(ink, len(top), False)) for _ in range(5)])
+    assert prob_without(top) < random_drop
+
+
+def test_serve_refuses_a_port_in_use_in_one_line(capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mnistlab: error: ") and "--port" in err and len(err.splitlines()) == 1
+
+
+def test_loopback_is_recognised():
+    assert serve.is_loopback("127.0.0.1") and serve.is_loopback("::1")
+    assert serve.is_loopback("localhost")
+    assert not serve.is_loopback("0.0.0.0") and not serve.is_loopback("192.168.1.5")
+
+
+def load_module():
+    spec = importlib.util.spec_from_file_location("load_serve", ROOT / "benchmarks/load_serve.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_short_load_run_has_no_errors(tmp_path):
+    """The load benchmark, small: a real server in a subprocess, concurrent clients."""
+    if not predict.default_checkpoint().is_file():
+        pytest.skip("the shipped model weights/final.pt is not in this checkout")
+    load = load_module()
+    out = tmp_path / "load.json"
+    assert load.main(["--requests", "60", "--clients", "6", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["requests"] == 60 and result["errors"] == 0
+    assert 0 < result["latency_ms"]["p50"] <= result["latency_ms"]["p99"]
+    assert result["rss_mb"]["after_first"] > 0 and result["rss_mb"]["after_last"] > 0
+
+
+def test_torch_is_untouched_by_saliency(classifier):
+    """Computing a saliency map leaves no gradients on the shared model."""
+    image = np.zeros((28, 28), dtype=np.float32)
+    image[6:22, 13:15] = 1
+    saliency.gradient_x_input(classifier.model, image, classifier.mean, classifier.std, 1)
+    assert all(p.grad is None for p in classifier.model.parameters())
