@@ -69,7 +69,7 @@ def summarize_run(run: Run) -> dict[str, Any]:
     last_val = [r["val_acc"] for r in last if "val_acc" in r]
     return {
         "name": run.name,
-        "experiment": run.config.get("name", run.name),
+        "experiment": run.experiment,
         "model": run.info.get("model", run.config.get("model")),
         "params": run.info["params"],
         "macs": run.info["macs"],
