@@ -242,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", metavar="RUNDIR")
     p.add_argument("--format", default="text", choices=["text", "markdown", "json"])
     p.add_argument("--out", default=None, help="write the table to this file")
+    p.add_argument(
+        "--columns",
+        default=None,
+        metavar="A,B,...",
+        help="only these columns, by header (e.g. 'params,last-3 test,train s')",
+    )
     p.set_defaults(handler=cmd_compare)
 
     p = sub.add_parser("report", help="Markdown report with figures from run directories")
