@@ -19,13 +19,12 @@ import re
 import sys
 from pathlib import Path
 
-MARKER = re.compile(
-    r"(<!-- include: (\S+)( table)? -->\n)(.*?)(<!-- end include -->)", re.DOTALL
-)
+MARKER = re.compile(r"(<!-- include: (\S+)( table)? -->\n)(.*?)(<!-- end include -->)", re.DOTALL)
 
 
-def included(path: str, table_only: bool) -> str:
-    text = Path(path).read_text().rstrip("\n") + "\n"
+def included(path: str, table_only: bool, root: Path = Path(".")) -> str:
+    """The text a marker naming `path` (relative to `root`) holds."""
+    text = (root / path).read_text().rstrip("\n") + "\n"
     if table_only:
         lines = text.splitlines(keepends=True)
         end = next((i for i, line in enumerate(lines) if not line.startswith("|")), len(lines))
