@@ -3,8 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
-EXPERIMENT ?= experiments/19-thin-stem.toml
-# Compiled, the final experiment trains in under 4 minutes on 2 cores (README, Training time);
+# The final model is the one shipped in the package: src/mnistlab/weights/final.json names its
+# experiment and run (`make ship SHIP_RUN=...` rewrites it), and everything below follows it.
+FINAL_JSON := src/mnistlab/weights/final.json
+final = $(shell $(PYTHON) -c "import json, sys; print(json.load(open(sys.argv[1]))['$(1)'])" $(FINAL_JSON))
+EXPERIMENT ?= experiments/$(call final,experiment).toml
+# Compiled, the final experiment trains in under 4 minutes on 2 cores (docs/performance.md);
 # `make run TRAIN_FLAGS=` trains without compiling (no C++ compiler needed).
 TRAIN_FLAGS ?= --compile
 
@@ -50,34 +54,25 @@ clean:
 	rm -rf $(VENV) build dist src/*.egg-info
 
 # Ship a finished run's weights inside the package (used by `mnistlab predict` and `export`).
-SHIP_RUN ?= results/19-thin-stem-2threads-seed1
+SHIP_RUN ?= $(call final,run)
 ship: $(VENV)/.installed
 	$(BIN)/python -c "import sys; from mnistlab.ship import ship_model; ship_model(sys.argv[1])" $(SHIP_RUN)
 
-# Regenerate the committed comparison table and report from the committed run directories.
-RUNS := results/seed results/seed-cpu results/01-skeleton results/02-batchnorm results/03-gap-dropout \
-	results/04-augment results/05-final-seed1 results/05-final-seed2 results/06-tiny \
-	results/06-tiny-seed2 results/06-tiny-seed3 \
-	results/07-final-seed1 results/08-final-seed1 results/08-final-seed2 results/08-final-seed3 \
-	results/09-deep-seed1 results/09-deep-seed2 results/09-deep-seed3 \
-	results/10-deep-tiny-seed1 results/10-deep-tiny-seed2 results/10-deep-tiny-seed3 \
-	results/11-smooth-seed1 results/11-smooth-seed2 results/11-smooth-seed3 \
-	results/12-tiny-smooth-seed1 results/12-tiny-smooth-seed2 results/12-tiny-smooth-seed3 \
-	results/13-deep-steps-seed1 results/13-deep-steps-seed2 results/13-deep-steps-seed3 \
-	results/14-tiny-steps-seed1 results/14-tiny-steps-seed2 results/14-tiny-steps-seed3 \
-	results/15-early-pool-seed1 results/16-strided-seed1 results/17-pool-first-seed1 \
-	results/18-strided-deep-seed1 results/19-thin-stem-seed1 results/19-thin-stem-2threads-seed1 \
-	results/19-thin-stem-seed2 results/19-thin-stem-seed3 results/20-thin-tiny-seed1 \
-	results/21-thin-steps-seed1 results/21-thin-steps-seed2 results/21-thin-steps-seed3
-# The final experiment's three seeds, each trained at 2 threads, compiled, alone on the machine.
-FINAL_RUNS := results/19-thin-stem-2threads-seed1 results/19-thin-stem-seed2 results/19-thin-stem-seed3
+# Regenerate the committed tables, report and pages from the committed run directories:
+# the seed's runs, then every drill-down run, results/<experiment>/<setting>/seed<N>.
+RUNS = $(sort $(wildcard results/seed/*/seed*)) $(sort $(wildcard results/[0-9]*/*/seed*))
+# The final experiment's seeds in the shipped run's setting (results/<experiment>/<setting>/).
+FINAL_RUNS = $(sort $(wildcard $(dir $(SHIP_RUN))seed*))
+# The README's table: narrow enough for its 100-character lines.
+FINAL_COLUMNS := 'params,MACs,RF,best test,last test,last-3 test,first ≥99.4,train s'
 report: $(VENV)/.installed
 	$(BIN)/mnistlab compare $(RUNS) --format markdown --out results/compare.md
 	$(BIN)/mnistlab compare results/timing --format markdown --out results/timing/compare.md
-	$(BIN)/mnistlab compare $(FINAL_RUNS) --format markdown --out results/final-compare.md
+	$(BIN)/mnistlab compare $(FINAL_RUNS) --format markdown --columns $(FINAL_COLUMNS) \
+		--out results/final-compare.md
 	$(BIN)/mnistlab compare results/cuda --format markdown --out results/cuda/compare.md
 	$(BIN)/mnistlab summary seed > results/seed-summary.txt
-	$(BIN)/mnistlab report $(RUNS) --final results/19-thin-stem-2threads-seed1 --out reports
+	$(BIN)/mnistlab report $(RUNS) --final $(SHIP_RUN) --out reports
 	$(BIN)/mnistlab predict examples/digits/*.png examples/digits/*.jpg examples/digits/*.gif \
 		examples/digits/*.bmp > results/predict-examples.txt
-	$(BIN)/python tools/splice_readme.py README.md
+	$(BIN)/python tools/splice_readme.py README.md docs/*.md

@@ -23,7 +23,7 @@ import httpx
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mnistlab.checkpoint import atomic_write_text
+from mnistlab.fileio import atomic_write_text
 
 
 def free_port() -> int:

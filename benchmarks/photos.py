@@ -18,10 +18,11 @@ import numpy as np
 from PIL import Image
 
 from mnistlab import photos, preprocess
-from mnistlab.checkpoint import atomic_write_text, load_model
 from mnistlab.data import load_split
 from mnistlab.errors import MnistlabError
+from mnistlab.fileio import atomic_write_text
 from mnistlab.predict import checkpoint_path
+from mnistlab.rundir import load_model
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -226,3 +226,22 @@ def test_trained_on_names_device_threads_and_compilation():
     )
     assert trained_on({"device": "cuda", "threads": 16, "compile": False}) == "cuda"
     assert trained_on({}) == "?"
+
+
+def test_columns_narrow_the_table_and_its_legend(capsys):
+    columns = "params,last-3 test,train s"
+    assert main(["compare", str(RUNS), "--format", "markdown", "--columns", columns]) == 0
+    table, legend = capsys.readouterr().out.split("\n\n")
+    lines = table.splitlines()
+    assert lines[0] == "| run | params | last-3 test | train s |"
+    assert lines[1] == "| --- | ---: | ---: | ---: |"
+    assert lines[2].startswith("| 01-seed | ") and lines[2].count("|") == 5
+    assert "last-3 test = " in legend and "train s = " in legend
+    assert "gap = " not in legend and "trained on = " not in legend
+
+
+def test_an_unknown_column_is_one_line(capsys):
+    assert main(["compare", str(RUNS), "--columns", "params,speed"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mnistlab: error: --columns: unknown column 'speed'")
+    assert err.count("\n") == 1 and "last-3 test" in err

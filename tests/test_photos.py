@@ -7,8 +7,8 @@ from PIL import Image
 from test_predict import draw_seven
 
 from mnistlab import photos, predict, preprocess
-from mnistlab.checkpoint import load_model
 from mnistlab.data import load_split
+from mnistlab.rundir import load_model
 
 
 @pytest.fixture(scope="module")

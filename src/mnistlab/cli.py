@@ -462,6 +462,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", default="text", choices=["text", "markdown", "json"], help="table format"
     )
     p.add_argument("--out", default=None, help="write the table to this file (default: print it)")
+    p.add_argument(
+        "--columns",
+        default=None,
+        metavar="A,B,...",
+        help="only these columns, by header (e.g. 'params,last-3 test,train s'; default: all)",
+    )
     p.set_defaults(handler=cmd_compare)
 
     p = command(sub, "report", "Markdown report with figures from run directories")

@@ -36,19 +36,31 @@ HEADERS = [
     "trained on",
     "finished",
 ]
-LEGEND = "\n".join(
-    [
-        "Accuracies in %.",
-        "gap = best train accuracy − best test accuracy (points; negative: test above train).",
+# The legend, one line per column it explains (None: the whole table).
+LEGEND_LINES = [
+    (None, "Accuracies in %."),
+    ("gap", "gap = best train accuracy − best test accuracy (points; negative: test above train)."),
+    (
+        f"last-{LAST_N} test",
         f"last-{LAST_N} test = mean test accuracy of the last {LAST_N} epochs (all, if fewer).",
+    ),
+    (
+        f"last-{LAST_N} val",
         f"last-{LAST_N} val = the same on the validation images held out of training "
         "(— when the run held none out).",
+    ),
+    (
+        f"first ≥{TARGET_ACC}",
         f"first ≥{TARGET_ACC} = first epoch with test accuracy ≥ {TARGET_ACC}%.",
-        "train s = seconds of training in all epochs (evaluation not included).",
+    ),
+    ("train s", "train s = seconds of training in all epochs (evaluation not included)."),
+    (
+        "trained on",
         "trained on = device, and CPU threads (s/epoch depends on both; so do the last digits).",
-        "— = not measured (a run that read the test set only at its end, or never).",
-    ]
-)
+    ),
+    (None, "— = not measured (a run that read the test set only at its end, or never)."),
+]
+LEGEND = "\n".join(text for _, text in LEGEND_LINES)
 FORMATS = ("text", "markdown", "json")
 
 
@@ -69,7 +81,7 @@ def summarize_run(run: Run) -> dict[str, Any]:
     last_val = [r["val_acc"] for r in last if "val_acc" in r]
     return {
         "name": run.name,
-        "experiment": run.config.get("name", run.name),
+        "experiment": run.experiment,
         "model": run.info.get("model", run.config.get("model")),
         "params": run.info["params"],
         "macs": run.info["macs"],
@@ -129,20 +141,40 @@ def _cells(row: dict[str, Any]) -> list[str]:
     ]
 
 
-def format_table(rows: list[dict[str, Any]], fmt: str = "text", legend: bool = True) -> str:
-    """Rows as aligned text columns, a GitHub Markdown table or a JSON list (no final newline)."""
+def parse_columns(text: str) -> list[str]:
+    """'run,params,last-3 test' -> those headers, checked (the run column always comes first)."""
+    columns = [c.strip() for c in text.split(",") if c.strip()]
+    unknown = [c for c in columns if c not in HEADERS]
+    if unknown or not columns:
+        raise MnistlabError(
+            f"--columns: unknown column {unknown[0] if unknown else text!r}; "
+            f"choose from: {', '.join(HEADERS)}"
+        )
+    return ["run"] + [c for c in columns if c != "run"]
+
+
+def format_table(
+    rows: list[dict[str, Any]],
+    fmt: str = "text",
+    legend: bool = True,
+    columns: list[str] | None = None,
+) -> str:
+    """Rows as aligned text columns, a GitHub Markdown table or a JSON list (no final newline).
+
+    `columns` (headers, the run first) narrows a text or Markdown table and its legend."""
     if fmt == "json":
         return json.dumps(rows, indent=2)
     if fmt not in FORMATS:
         raise MnistlabError(f"unknown table format {fmt!r}; choose one of: {', '.join(FORMATS)}")
-    table = [HEADERS] + [_cells(row) for row in rows]
+    shown = [HEADERS.index(c) for c in columns] if columns else list(range(len(HEADERS)))
+    table = [[cells[i] for i in shown] for cells in [HEADERS] + [_cells(row) for row in rows]]
     if fmt == "markdown":
         # The run name is left-aligned, every number right-aligned.
-        rule = ["---"] + ["---:"] * (len(HEADERS) - 1)
+        rule = ["---"] + ["---:"] * (len(shown) - 1)
         table.insert(1, rule)
         lines = ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in table]
     else:
-        widths = [max(len(cells[i]) for cells in table) for i in range(len(HEADERS))]
+        widths = [max(len(cells[i]) for cells in table) for i in range(len(shown))]
         lines = [
             "  ".join(
                 cell.ljust(width) if i == 0 else cell.rjust(width)
@@ -151,13 +183,15 @@ def format_table(rows: list[dict[str, Any]], fmt: str = "text", legend: bool = T
             for cells in table
         ]
     if legend:
-        lines += ["", LEGEND]
+        heads = table[0]
+        lines += [""] + [text for head, text in LEGEND_LINES if head is None or head in heads]
     return "\n".join(lines)
 
 
 def compare_from_cli(args: argparse.Namespace) -> None:
     rows = [summarize_run(read_run(path)) for path in find_runs(args.runs)]
-    table = format_table(rows, args.format)
+    columns = parse_columns(args.columns) if getattr(args, "columns", None) else None
+    table = format_table(rows, args.format, columns=columns)
     if args.out:
         atomic_write_text(Path(args.out), table + "\n")
         print(f"wrote {args.out} ({len(rows)} runs)")

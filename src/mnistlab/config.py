@@ -180,7 +180,10 @@ def validate(cfg: Config, where: str) -> Config:
     from mnistlab.models import list_models
 
     need(
-        cfg.model in list_models(), "model", f"must be one of {', '.join(list_models())}", cfg.model
+        cfg.model in list_models(aliases=True),
+        "model",
+        f"must be one of {', '.join(list_models())}",
+        cfg.model,
     )
     need(cfg.dataset in DATASETS, "dataset", f"must be one of {', '.join(DATASETS)}", cfg.dataset)
     need(cfg.epochs >= 1, "epochs", "must be >= 1", cfg.epochs)
@@ -253,8 +256,22 @@ def from_dict(data: dict[str, Any], where: str = "config") -> Config:
 
 
 def load_config(path: str | Path) -> Config:
-    """Read and check an experiment file; the file's stem is the default name."""
+    """Read and check an experiment file; the file's stem is the default name.
+
+    `base = "other.toml"` (relative to the file) starts from another experiment file, so a
+    step states only what it changes; tables merge key by key. The base's name, target and
+    analysis are its own and are not inherited.
+    """
     path = Path(path)
+    data = _with_base(_read_toml(path), path, (path,))
+    data.setdefault("name", path.stem)
+    return from_dict(data, str(path))
+
+
+OWN_KEYS = ("name", "target", "analysis")  # what a file says about itself, never inherited
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
         # stat first: reading a FIFO or a terminal would wait forever
         if path.exists() and not path.is_file() and not path.is_dir():
@@ -267,11 +284,38 @@ def load_config(path: str | Path) -> Config:
             f"{path}: not a text file (byte {e.start} is not UTF-8); give an experiment TOML file"
         ) from None
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise MnistlabError(f"{path}: not valid TOML ({e})") from None
-    data.setdefault("name", path.stem)
-    return from_dict(data, str(path))
+
+
+def _with_base(data: dict[str, Any], path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """`data` on top of its `base` file's (resolved the same way), without the `base` key."""
+    if "base" not in data:
+        return data
+    base_name = data.pop("base")
+    if not isinstance(base_name, str) or not base_name:
+        raise MnistlabError(f"{path}: base must be the name of another experiment file")
+    base = path.parent / base_name
+    if base.resolve() in [p.resolve() for p in chain]:
+        loop = " -> ".join(str(p) for p in (*chain, base))
+        raise MnistlabError(f"{path}: base files form a cycle: {loop}")
+    if not base.is_file():
+        raise MnistlabError(f"{path}: base file {base} does not exist")
+    inherited = _with_base(_read_toml(base), base, (*chain, base))
+    for key in OWN_KEYS:
+        inherited.pop(key, None)
+    return _merge(inherited, data)
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

@@ -305,7 +305,7 @@ def analysis_text(run: Run, experiments: Path | None) -> str:
     Target was decided before the run), so its analysis is the fallback.
     """
     if experiments is not None:
-        path = experiments / f"{run.config.get('name', run.name)}.toml"
+        path = experiments / f"{run.experiment}.toml"
         if path.is_file():
             analysis = load_config(path).analysis
             if analysis.strip():

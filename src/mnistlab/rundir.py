@@ -10,6 +10,10 @@ A run directory holds:
   predictions.npz   test-set label, predicted label and confidence per image (not written
                     by runs that never read the test set)
 
+Committed runs live in results/<experiment>/<device>-<threads>t[-compiled]/seed<N>; such a
+run is named "<experiment>/<setting>/seed<N>" (any other run directory by its folder name),
+and its experiment is the folder's, whatever name its config.toml recorded at the time.
+
 Every read checks what it returns and fails as one MnistlabError naming the file; every
 write is atomic (fileio). A training holds an exclusive lock on the folder for its life.
 """
@@ -19,6 +23,7 @@ import fcntl
 import io
 import json
 import os
+import re
 import tomllib
 import zipfile
 from collections.abc import Iterator
@@ -49,6 +54,10 @@ MODEL = "model.pt"
 PREDICTIONS = "predictions.npz"
 RUN_FILES = (RUN_INFO, CONFIG, METRICS, CHECKPOINT, MODEL, PREDICTIONS)
 
+# <device>-<threads>t[-compiled]/seed<N>, the last two folders of a committed run's path.
+SETTING = re.compile(r"[a-z]+-\d+t(-compiled)?")
+SEED_FOLDER = re.compile(r"seed\d+")
+
 INFO_KEYS = ("params", "macs", "rf", "epochs_planned")  # what every reader relies on
 EPOCH_KEYS = ("epoch", "train_loss", "train_acc", "seconds")
 
@@ -74,6 +83,21 @@ class Run:
     def progress(self) -> str:
         return f"{len(self.metrics)}/{self.info['epochs_planned']} epochs"
 
+    @property
+    def experiment(self) -> str:
+        """The experiment's name now: its results folder's, else what config.toml recorded."""
+        if "/" in self.name:
+            return self.name.split("/")[0]
+        return self.config.get("name", self.name)
+
+
+def run_name(path: Path) -> str:
+    """'19-thin-stem/cpu-2t-compiled/seed1' for a run in the results scheme, else the folder."""
+    path = path.resolve()
+    if SEED_FOLDER.fullmatch(path.name) and SETTING.fullmatch(path.parent.name):
+        return f"{path.parent.parent.name}/{path.parent.name}/{path.name}"
+    return path.name
+
 
 # ----------------------------------------------------------------------------- reading
 
@@ -83,13 +107,14 @@ def is_run_dir(path: str | Path) -> bool:
 
 
 def find_runs(paths: list[str | Path]) -> list[Path]:
-    """Run directories named by `paths`: each is a run directory or a folder of them."""
+    """Run directories named by `paths`: each is a run directory or a folder holding some, at
+    any depth (results/<experiment>/<setting>/seed<N>), in path order."""
     found: list[Path] = []
     for path in map(Path, paths):
         if is_run_dir(path):
             candidates = [path]
         elif path.is_dir():
-            candidates = sorted(p for p in path.iterdir() if is_run_dir(p))
+            candidates = sorted(p.parent for p in path.rglob(RUN_INFO) if is_run_dir(p.parent))
             if not candidates:
                 raise MnistlabError(
                     f"{path}: not a run directory (no {RUN_INFO}) and holds none; "
@@ -189,7 +214,7 @@ def read_run(path: str | Path) -> Run:
     info = read_info(path)
     config = read_config_dict(path)
     metrics = read_metrics(path)
-    return Run(name=path.resolve().name, path=path, config=config, info=info, metrics=metrics)
+    return Run(name=run_name(path), path=path, config=config, info=info, metrics=metrics)
 
 
 def read_predictions(path: str | Path) -> dict[str, np.ndarray] | None:

@@ -46,9 +46,9 @@ class Classifier:
     """The model, loaded once, and what the page shows about it."""
 
     def __init__(self, checkpoint: str | Path | None = None):
-        from mnistlab.checkpoint import load_model
         from mnistlab.models import count_parameters
         from mnistlab.predict import checkpoint_path
+        from mnistlab.rundir import load_model
 
         path = checkpoint_path(checkpoint)
         self.model, meta = load_model(path)

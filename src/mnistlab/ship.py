@@ -23,7 +23,7 @@ def ship_model(run_dir: str | Path, package: Path = SHIPPED_DIR) -> Path:
     description = {
         **{key: row[key] for key in keys},
         "dataset": meta["dataset"],
-        "experiment": meta["config"]["name"],
+        "experiment": run.experiment,
         "seed": meta["config"]["seed"],
         "run": run_dir.as_posix(),
     }

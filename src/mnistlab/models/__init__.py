@@ -7,6 +7,10 @@ from torch import nn
 from mnistlab.errors import MnistlabError
 
 _MODELS: dict[str, Callable[[], nn.Module]] = {}
+# Former names of renamed models -> their names now. Committed run.json files, checkpoints and
+# the shipped weights carry the names they were written with, so those still build; only the
+# names now are listed.
+ALIASES = {"gap_final": "gap_wide_tail"}
 
 
 def register_model(fn: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
@@ -17,9 +21,9 @@ def register_model(fn: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
     return fn
 
 
-def list_models() -> list[str]:
-    """Names of all registered models, in registration order."""
-    return list(_MODELS)
+def list_models(aliases: bool = False) -> list[str]:
+    """Names of all registered models, in registration order (and their former names)."""
+    return list(_MODELS) + (list(ALIASES) if aliases else [])
 
 
 def model_doc(name: str) -> str:
@@ -28,7 +32,8 @@ def model_doc(name: str) -> str:
 
 
 def create_model(name: str) -> nn.Module:
-    """Build a registered model by name."""
+    """Build a registered model by name (or by a former name)."""
+    name = ALIASES.get(name, name)
     if name not in _MODELS:
         known = ", ".join(_MODELS)
         raise MnistlabError(f"unknown model {name!r}; registered models: {known}")

@@ -113,13 +113,13 @@ def gap_wide() -> nn.Module:
 
 @register_model
 def gap_tiny() -> nn.Module:
-    """Step 6: the final recipe on 12 channels at most; under 5,000 params."""
+    """Step 6: step 5's recipe on 12 channels at most; under 5,000 params."""
     return _gap_net((8, 12, 8, 12, 12, 12), dropout=0.0)
 
 
 @register_model
-def gap_final() -> nn.Module:
-    """Step 7: 16 channels after the squeeze and an 8x8 map under the average; < 8k params."""
+def gap_wide_tail() -> nn.Module:
+    """Steps 7-8: 16 channels after the squeeze and an 8x8 map under the average; < 8k params."""
     return Chain(
         *_stem(8, 16, 10),
         conv_block(10, 16),  # 10x10, RF 10
