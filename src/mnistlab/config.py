@@ -140,8 +140,13 @@ def validate(cfg: Config, where: str) -> Config:
     from mnistlab.data import DATASETS
     from mnistlab.models import list_models
 
+    # A spec with ':' names a user's model (package.module:Class, file.py:Class); building it
+    # checks it.
     need(
-        cfg.model in list_models(), "model", f"must be one of {', '.join(list_models())}", cfg.model
+        cfg.model in list_models() or ":" in cfg.model,
+        "model",
+        f"must be one of {', '.join(list_models())} or package.module:callable",
+        cfg.model,
     )
     need(cfg.dataset in DATASETS, "dataset", f"must be one of {', '.join(DATASETS)}", cfg.dataset)
     need(cfg.epochs >= 1, "epochs", "must be >= 1", cfg.epochs)
