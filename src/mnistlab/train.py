@@ -466,11 +466,18 @@ def run_info(
     device: torch.device,
     compile: bool,
     precision: str,
-    model: nn.Module | None = None,
+    model: ModelArg | None = None,
 ) -> dict[str, Any]:
-    """run.json at the start: what the run is and what it runs on (`model`: the one trained)."""
+    """run.json at the start: what the run is and what it runs on.
+
+    `model` as for setup, before setup moves it (channels_last can hide a flatten's RF).
+    """
     with torch.random.fork_rng(devices=[]):  # building a model to measure it draws weights
-        stats = model_stats(model if model is not None else build_model(cfg.model), (1, 28, 28))
+        if model is None:
+            model = build_model(cfg.model)
+        elif not isinstance(model, nn.Module):
+            model = model()
+        stats = model_stats(model, (1, 28, 28))
     return {
         "name": cfg.name,
         "model": cfg.model,
@@ -526,10 +533,10 @@ def train_run(
     rundir.check_new(out)  # before any data is loaded
     precision = resolve_precision(cfg.precision, device, cpu_info())
     loaders = make_loaders(cfg, device, data_dir)
+    info = run_info(cfg, device, compile, precision, model)
     parts = setup(cfg, device, len(loaders.train), compile, precision == "bf16", model)
     extra = list(sinks or [])
     sinks = make_sinks(cfg, loaders, tensorboard, console)
-    info = run_info(cfg, device, compile, precision, parts.model)
     with rundir.create(out, cfg, info) as path:
         sinks += [RunDirSink(path, cfg, loaders.spec), *extra]
         records, test_log_probs = fit(cfg, parts, loaders, sinks, progress=progress)
@@ -544,12 +551,11 @@ def resume_run(
     progress: bool = False,
     tensorboard: str | None = None,
     console: bool = True,
-    model: nn.Module | None = None,
 ) -> list[dict] | None:
     """Continue a stopped run where its checkpoint left it; None if it had finished.
 
     A run started with --compile goes on compiled, in the same precision: the same kernels,
-    the same numbers. `model` is an instance of the run's model, for one defined in a notebook.
+    the same numbers.
     """
     path = Path(path)
     cfg, info, metrics, has_checkpoint = rundir.resumable(path)  # before any data is loaded
@@ -567,8 +573,7 @@ def resume_run(
                 )
         loaders = make_loaders(cfg, device, data_dir)
         compile = bool(info.get("compile", False))
-        bf16 = info.get("precision") == "bf16"
-        parts = setup(cfg, device, len(loaders.train), compile, bf16, model)
+        parts = setup(cfg, device, len(loaders.train), compile, info.get("precision") == "bf16")
         if state is not None:
             restore(parts, state, cfg, path / rundir.CHECKPOINT)
         sinks = make_sinks(cfg, loaders, tensorboard, console)
