@@ -383,9 +383,13 @@ def export(
     return Path(path)
 
 
-def plot_run(run: TrainResult | Run | str | Path) -> "Figure":
+def plot_run(run: TrainResult | Run | str | Path, acc_floor: float | None = None) -> "Figure":
     """Accuracy and loss per epoch of a run, as a matplotlib Figure (shown inline in Jupyter;
-    `.savefig("curves.png")` writes it). No pyplot state is involved."""
+    `.savefig("curves.png")` writes it). No pyplot state is involved.
+
+    `acc_floor`: start the accuracy axis there at the lowest (the report uses 97, where the
+    differences between good runs show); None: wherever the points are.
+    """
     import matplotlib.style
 
     from mnistlab.report import curves_figure
@@ -395,4 +399,4 @@ def plot_run(run: TrainResult | Run | str | Path) -> "Figure":
     if not isinstance(run, Run):
         run = read_run(run)
     with matplotlib.style.context("default"):
-        return curves_figure(run)
+        return curves_figure(run, acc_floor)

@@ -428,6 +428,9 @@ class Summary:
     def _repr_html_(self) -> str:
         return format_html(self)
 
+    def _repr_pretty_(self, printer, cycle: bool) -> None:  # IPython's text form: the table
+        printer.text(format_table(self))
+
 
 def summarize(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28)) -> Summary:
     """Run one zero batch of shape (1, *input_shape) through `model` and describe each leaf layer.
