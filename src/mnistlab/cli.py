@@ -172,7 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     # train
     p = sub.add_parser("train", help="train an experiment (TOML) or a model by name")
     p.add_argument("experiment", nargs="?", default=None, help="experiment TOML file")
-    p.add_argument("--model", default=None, help="registered model name (overrides the file)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="registered name, package.module:callable or file.py:callable (overrides the file)",
+    )
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
