@@ -12,7 +12,7 @@ EXPERIMENT ?= experiments/$(call final,experiment).toml
 # `make run TRAIN_FLAGS=` trains without compiling (no C++ compiler needed).
 TRAIN_FLAGS ?= --compile
 
-.PHONY: run test lint format fetch bench clean ship report serve
+.PHONY: run test lint format fetch bench clean ship report serve notebook
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -76,3 +76,7 @@ report: $(VENV)/.installed
 	$(BIN)/mnistlab predict examples/digits/*.png examples/digits/*.jpg examples/digits/*.gif \
 		examples/digits/*.bmp > results/predict-examples.txt
 	$(BIN)/python tools/splice_readme.py README.md docs/*.md
+
+# Execute the drill-down notebook and keep its outputs (about a minute on 2 cores).
+notebook: fetch $(VENV)/.installed-dev
+	$(BIN)/python tools/execute_notebook.py examples/drill-down.ipynb

@@ -73,31 +73,43 @@ def model_file_state(
     }
 
 
-def model_from_file(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+def model_from_file(path: Path, model: nn.Module | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a trained model from a model file or training checkpoint.
 
-    Returns the model in eval mode on the CPU and the file's metadata (config, test_acc, ...).
+    The file names its model as a registered name or a spec (see modelspec.py); `model`, an
+    untrained instance of the same architecture, is used instead of rebuilding it (needed for
+    a class defined in a notebook). Returns the model in eval mode on the CPU and the file's
+    metadata (config, test_acc, ...).
     """
-    from mnistlab.models import create_model
+    from mnistlab.modelspec import MAIN, build_model, needs_instance
 
     path = Path(path)
     obj = load_torch(path)
     name = obj.get("model_name")
-    try:
-        model = create_model(name)
-    except MnistlabError:
-        raise MnistlabError(
-            f"{path}: holds weights for model {name!r}, which this version does not know"
-        ) from None
+    user = isinstance(name, str) and ":" in name
+    # A user's model that cannot be rebuilt here is passed in instead; a registered one never is.
+    hint = (
+        f"; pass the model: ml.load(run, {needs_instance(name)})" if user and model is None else ""
+    )
+    if model is None:
+        try:
+            model = build_model(name)
+        except MnistlabError as e:
+            if not user:
+                raise MnistlabError(
+                    f"{path}: holds weights for model {name!r}, which this version does not know"
+                ) from None
+            said = name.startswith(f"{MAIN}:")  # the message already says what to pass
+            raise MnistlabError(f"{path}: {e}{'' if said else hint}") from None
     try:
         model.load_state_dict(obj["model_state"])
     except (RuntimeError, KeyError, TypeError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise MnistlabError(
             f"{path}: weights do not fit model {name!r} ({first}); "
-            "the file was written for another architecture"
+            f"the file was written for another architecture{hint}"
         ) from None
-    model.eval()
+    model.cpu().eval()
     meta = {k: v for k, v in obj.items() if k not in ("model_state", "optimizer_state")}
     return model, meta
 

@@ -324,7 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="experiment TOML file (default: none; the built-in recipe for --model)",
     )
     p.add_argument(
-        "--model", default=None, help="registered model name (default: the experiment's, or seed)"
+        "--model",
+        default=None,
+        help="registered name, package.module:callable or file.py:callable "
+        "(default: the experiment's, or seed)",
     )
     p.add_argument(
         "--epochs", type=positive, default=None, help=f"training epochs {EXPERIMENT_DEFAULT}"

@@ -179,10 +179,12 @@ def validate(cfg: Config, where: str) -> Config:
     from mnistlab.data import DATASETS
     from mnistlab.models import list_models
 
+    # A spec with ':' names a user's model (package.module:Class, file.py:Class); building it
+    # checks it.
     need(
-        cfg.model in list_models(aliases=True),
+        cfg.model in list_models(aliases=True) or ":" in cfg.model,
         "model",
-        f"must be one of {', '.join(list_models())}",
+        f"must be one of {', '.join(list_models())} or package.module:callable",
         cfg.model,
     )
     need(cfg.dataset in DATASETS, "dataset", f"must be one of {', '.join(DATASETS)}", cfg.dataset)
@@ -410,7 +412,9 @@ def config_from_cli(args: Any) -> Config:
     --model) with the flags applied."""
     experiment = getattr(args, "experiment", None)
     model = getattr(args, "model", None)
-    cfg = load_config(experiment) if experiment else Config(name=model or "seed")
+    # a spec like path/net.py:Net names its run after what follows the ":"
+    name = (model or "seed").rpartition(":")[2]
+    cfg = load_config(experiment) if experiment else Config(name=name)
     return cli_overrides(cfg, args)
 
 

@@ -62,26 +62,45 @@ def format_report(result: dict, classes: tuple[str, ...], split: str = "test") -
     return "\n".join(lines)
 
 
-def evaluate_from_cli(args: argparse.Namespace) -> None:
+def evaluate_model(
+    model: nn.Module,
+    meta: dict,
+    split: str = "test",
+    data_dir=None,
+    batch_size: int = 1000,
+    device: torch.device | str = "cpu",
+    limit: int | None = None,
+) -> dict:
+    """Metrics of `model` on a split of the dataset its metadata names (default MNIST),
+    normalised with the metadata's mean and std; `limit`: only the first images."""
     from mnistlab.data import get_spec, load_split
+
+    spec = get_spec(meta.get("dataset", "mnist"))
+    images, labels = load_split(spec.name, train=split == "train", root=data_dir)
+    if limit:
+        images, labels = images[:limit], labels[:limit]
+    loader = Loader(
+        images,
+        labels,
+        batch_size,
+        mean=meta.get("mean", spec.mean),
+        std=meta.get("std", spec.std),
+        device=device,
+    )
+    return summarize_predictions(predict(model.to(device), loader), labels)
+
+
+def evaluate_from_cli(args: argparse.Namespace) -> None:
+    from mnistlab.data import get_spec
     from mnistlab.device import pick_device
     from mnistlab.predict import checkpoint_path
     from mnistlab.rundir import load_model
 
     device = pick_device(args.device)
     model, meta = load_model(checkpoint_path(args.target))
-    spec = get_spec(meta.get("dataset", "mnist"))
-    images, labels = load_split(spec.name, train=args.split == "train", root=args.data_dir)
-    loader = Loader(
-        images,
-        labels,
-        args.batch_size,
-        mean=meta.get("mean", spec.mean),
-        std=meta.get("std", spec.std),
-        device=device,
-    )
-    result = summarize_predictions(predict(model.to(device), loader), labels)
+    result = evaluate_model(model, meta, args.split, args.data_dir, args.batch_size, device)
     if args.format == "json":
         print(json.dumps(result))
     else:
+        spec = get_spec(meta.get("dataset", "mnist"))
         print(format_report(result, spec.classes, args.split))

@@ -100,13 +100,18 @@ def export_model(model: nn.Module, fmt: str, out: str | Path, info: dict[str, An
     return len(data)
 
 
-def export_from_cli(args: argparse.Namespace) -> None:
-    model, meta = load_model(checkpoint_path(args.checkpoint))
-    info = {
+def export_info(meta: dict[str, Any]) -> dict[str, Any]:
+    """What an exported file carries from a model file's metadata: model, mean and std."""
+    return {
         "model": meta.get("model_name"),
         "mean": float(meta.get("mean", MNIST.mean)),
         "std": float(meta.get("std", MNIST.std)),
     }
+
+
+def export_from_cli(args: argparse.Namespace) -> None:
+    model, meta = load_model(checkpoint_path(args.checkpoint))
+    info = export_info(meta)
     size = export_model(model, args.format, args.out, info)
     print(f"wrote {args.out} ({args.format}, {size:,} bytes, model {info['model']})")
     print(

@@ -3,6 +3,10 @@
 The callable is an nn.Module class or a factory function that needs no arguments. Anything
 that goes wrong while finding or calling it is the user's input, so it becomes a MnistlabError
 naming the spec and the expected form.
+
+`spec_of` goes the other way: the spec that rebuilds a user's model (what a run records). A
+class defined in a notebook cell or a script lives in `__main__`, which no other process can
+import; its spec `__main__:Net` names it, and building it asks for the model instead.
 """
 
 import importlib
@@ -17,6 +21,8 @@ from mnistlab import models
 from mnistlab.errors import MnistlabError
 
 FORMS = "a registered model name, package.module:callable or path/to/file.py:callable"
+MAIN = "__main__"
+_USER_PREFIX = "_mnistlab_user_"  # modules loaded from a user's file (see _load_file)
 
 
 def _fail(spec: str, problem: str) -> MnistlabError:
@@ -27,7 +33,7 @@ def _load_file(spec: str, path: Path) -> object:
     if not path.is_file():
         raise _fail(spec, f"no file {str(path)!r}")
     # A private name, so that loading a user's file never replaces an importable module.
-    name = f"_mnistlab_user_{abs(hash(str(path.resolve())))}"
+    name = f"{_USER_PREFIX}{abs(hash(str(path.resolve())))}"
     module_spec = importlib.util.spec_from_file_location(name, path)
     if module_spec is None or module_spec.loader is None:
         raise _fail(spec, f"{str(path)!r} cannot be loaded as Python")
@@ -72,10 +78,20 @@ def _find_callable(spec: str) -> Callable[[], object]:
     return target
 
 
+def needs_instance(spec: str) -> str:
+    """How to pass a model that cannot be rebuilt from `spec` (e.g. `model=Net()`)."""
+    return f"model={spec.rpartition(':')[2].split('.')[-1]}()"
+
+
 def build_model(spec: str) -> nn.Module:
     """The nn.Module that `spec` names: a registered model, or a user's class or factory."""
     if ":" not in spec:
         return models.create_model(spec)
+    if spec.startswith(f"{MAIN}:"):
+        raise MnistlabError(
+            f"model {spec!r} was defined in a notebook or script, which cannot be imported "
+            f"here; pass the model: ml.load(run, {needs_instance(spec)})"
+        )
     factory = _find_callable(spec)
     try:
         model = factory()
@@ -84,3 +100,20 @@ def build_model(spec: str) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise _fail(spec, f"calling it returned a {type(model).__name__}, not an nn.Module")
     return model
+
+
+def spec_of(model: nn.Module | type) -> str:
+    """The spec that rebuilds `model` (an instance or its class): `module:qualname`,
+    `path/to/file.py:qualname` for a class loaded from a file, or `__main__:qualname` for a
+    class defined in a notebook or script.
+
+    Rebuilding calls the class with no arguments; an instance built with arguments gets the
+    spec of its class all the same, and loading its weights then asks for the model.
+    """
+    cls = model if isinstance(model, type) else type(model)
+    module = cls.__module__
+    if module.startswith(_USER_PREFIX):
+        file = getattr(sys.modules.get(module), "__file__", None)
+        if file:
+            return f"{file}:{cls.__qualname__}"
+    return f"{module}:{cls.__qualname__}"

@@ -163,15 +163,57 @@ def predict_files(
         except MnistlabError as e:
             result.error = str(e)
     ready = [r for r in results if r.model_input is not None]
-    if ready:
-        inputs = np.stack([r.model_input for r in ready])
-        probs = classify(model, inputs, mean, std, device)
-        top_probs, top_digits = probs.topk(3, dim=1)
-        for result, digits, ps in zip(ready, top_digits.tolist(), top_probs.tolist(), strict=True):
-            result.prediction = digits[0]
-            result.top3 = list(zip(digits, ps, strict=True))
+    rank(model, ready, [r.model_input for r in ready], mean, std, device)
     if show_dir is not None:
         save_previews(Path(show_dir), results)
+    return results
+
+
+def rank(
+    model: nn.Module,
+    results: list[Prediction],
+    inputs: list[np.ndarray],
+    mean: float,
+    std: float,
+    device: torch.device | str = "cpu",
+) -> None:
+    """Fill in each result's prediction and top 3 from its 28x28 input."""
+    if not results:
+        return
+    probs = classify(model, np.stack(inputs), mean, std, device)
+    top_probs, top_digits = probs.topk(3, dim=1)
+    for result, digits, ps in zip(results, top_digits.tolist(), top_probs.tolist(), strict=True):
+        result.prediction = digits[0]
+        result.top3 = list(zip(digits, ps, strict=True))
+
+
+def prepare_array(image: np.ndarray, preprocess_image: bool = True) -> np.ndarray:
+    """One grayscale image array (uint8 0-255, or floats in [0, 1]) as the model's input."""
+    gray = np.asarray(image)
+    if gray.ndim != 2:
+        raise MnistlabError(f"image has shape {gray.shape}; expected one grayscale image [H, W]")
+    gray = (gray / 255.0 if gray.dtype == np.uint8 else gray).astype(np.float32)
+    return preprocess.mnist_style(gray) if preprocess_image else preprocess.as_28x28(gray)
+
+
+def predict_arrays(
+    model: nn.Module,
+    images: np.ndarray,
+    *,
+    mean: float = MNIST.mean,
+    std: float = MNIST.std,
+    preprocess_image: bool = True,
+    device: torch.device | str = "cpu",
+) -> list[Prediction]:
+    """predict_files for images in memory [N, H, W]; results are named "image 0", ..."""
+    results = [Prediction(file=f"image {i}") for i in range(len(images))]
+    for result, image in zip(results, images, strict=True):
+        try:
+            result.model_input = prepare_array(image, preprocess_image)
+        except MnistlabError as e:
+            result.error = f"{result.file}: {e}"
+    ready = [r for r in results if r.model_input is not None]
+    rank(model, ready, [r.model_input for r in ready], mean, std, device)
     return results
 
 

@@ -53,9 +53,16 @@ def png_bytes(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
+class InlineFigure(Figure):
+    """A Figure that Jupyter shows as its PNG, with no pyplot needed."""
+
+    def _repr_png_(self) -> bytes:
+        return png_bytes(self)
+
+
 def new_figure(size: tuple[float, float], layout: str | None = "constrained") -> Figure:
     # Not made through pyplot: it is never registered globally, so nothing needs closing.
-    return Figure(figsize=size, dpi=DPI, layout=layout)
+    return InlineFigure(figsize=size, dpi=DPI, layout=layout)
 
 
 def misclassified_size(shown: int) -> tuple[float, float]:
@@ -128,8 +135,11 @@ def matching_test_images(
 ACC_FLOOR = 97.0
 
 
-def curves_figure(run: Run) -> Figure:
-    """Accuracy and loss per epoch, train against test (and validation when there is one)."""
+def curves_figure(run: Run, acc_floor: float | None = ACC_FLOOR) -> Figure:
+    """Accuracy and loss per epoch, train against test (and validation when there is one).
+
+    The accuracy axis starts at `acc_floor` at the lowest (None: wherever the points are).
+    """
     fig = new_figure(FIGSIZES["curves"])
     acc_ax, loss_ax = fig.subplots(1, 2)
     for split in ("train", "val", "test"):
@@ -145,8 +155,9 @@ def curves_figure(run: Run) -> Figure:
     # The interesting differences are tenths of a point near 99%: a first epoch at 67% would
     # flatten them, so the axis starts at ACC_FLOOR and lower points sit below it.
     lowest = min(r[key] for r in run.metrics for key in r if key.endswith("_acc"))
-    acc_ax.set_ylim(bottom=max(lowest - 0.2, ACC_FLOOR), top=100.05)
-    floor_note = f" (axis from {ACC_FLOOR:g}%)" if lowest - 0.2 < ACC_FLOOR else ""
+    floor = lowest - 0.2 if acc_floor is None else acc_floor
+    acc_ax.set_ylim(bottom=max(lowest - 0.2, floor), top=100.05)
+    floor_note = f" (axis from {floor:g}%)" if lowest - 0.2 < floor else ""
     acc_ax.set(title=f"Accuracy{floor_note}", xlabel="epoch", ylabel="accuracy (%)")
     loss_ax.set_yscale("log")  # late epochs differ by a factor, not by an amount
     loss_ax.set(title="Loss (log scale)", xlabel="epoch", ylabel="loss")

@@ -247,9 +247,15 @@ def weights_file(target: str | Path) -> Path:
     return target
 
 
-def load_model(target: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """A trained model (eval mode, CPU) and its metadata, from a run directory or file."""
-    return model_from_file(weights_file(target))
+def load_model(
+    target: str | Path, model: nn.Module | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """A trained model (eval mode, CPU) and its metadata, from a run directory or file.
+
+    `model` is an untrained instance to load the weights into, for a model the file cannot
+    rebuild (a class defined in a notebook).
+    """
+    return model_from_file(weights_file(target), model)
 
 
 # ----------------------------------------------------------------------------- locking

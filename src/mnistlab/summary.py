@@ -428,6 +428,9 @@ class Summary:
     def _repr_html_(self) -> str:
         return format_html(self)
 
+    def _repr_pretty_(self, printer, cycle: bool) -> None:  # IPython's text form: the table
+        printer.text(format_table(self))
+
 
 def summarize(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28)) -> Summary:
     """Run one zero batch of shape (1, *input_shape) through `model` and describe each leaf layer.
@@ -612,21 +615,32 @@ def format_html(s: Summary) -> str:
     )
 
 
-def _summarize_spec(spec: str, input_shape: tuple[int, ...]) -> Summary:
-    from mnistlab.modelspec import build_model
-
-    model = build_model(spec)
+def summarize_checked(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    name: str,
+    user: bool = True,
+    option: str = "--input",
+) -> Summary:
+    """summarize(), a failing forward() of a user's model becoming a one-line error naming
+    `name` (the traceback stays on the error's __cause__)."""
     # A user's forward() failing is their input; a registered model failing on anything but
     # a shape mismatch (a RuntimeError) is a bug here and keeps its traceback.
-    expected = Exception if ":" in spec else RuntimeError
+    expected = Exception if user else RuntimeError
     try:
         return summarize(model, input_shape)
     except expected as e:
         reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         raise MnistlabError(
-            f"model {spec!r} fails on input shape {','.join(map(str, input_shape))} "
-            f"({reason}); pass a shape it was built for with --input, or fix its forward()"
+            f"model {name!r} fails on input shape {','.join(map(str, input_shape))} "
+            f"({reason}); pass a shape it was built for with {option}, or fix its forward()"
         ) from e
+
+
+def _summarize_spec(spec: str, input_shape: tuple[int, ...]) -> Summary:
+    from mnistlab.modelspec import build_model
+
+    return summarize_checked(build_model(spec), input_shape, spec, user=":" in spec)
 
 
 def print_summary(spec: str, input_shape: tuple[int, ...], fmt: str = "table") -> None:

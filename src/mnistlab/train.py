@@ -13,6 +13,8 @@ train_from_cli wires the two together.
 import argparse
 import math
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm import tqdm
+
+with warnings.catch_warnings():
+    # A widget in Jupyter, text elsewhere; without ipywidgets tqdm warns and falls back to text.
+    warnings.simplefilter("ignore")
+    from tqdm.auto import tqdm
 
 from mnistlab import rundir
 from mnistlab.augment import make_augment
@@ -31,8 +37,12 @@ from mnistlab.data import DatasetSpec, Loader, get_spec, load_split, split_valid
 from mnistlab.device import cpu_info, pick_device, resolve_precision
 from mnistlab.errors import MnistlabError
 from mnistlab.evaluate import predict, summarize_predictions, test_line
-from mnistlab.models import create_model
+from mnistlab.modelspec import build_model
 from mnistlab.summary import format_table, model_stats, summarize
+
+# What the trainer accepts besides cfg.model: an instance (trained in place) or a class or
+# factory called with no arguments after seeding (its initial weights depend on the seed only).
+ModelArg = nn.Module | Callable[[], nn.Module]
 
 # ----------------------------------------------------------------------------- set-up
 
@@ -99,17 +109,34 @@ class Parts:
 
 
 def setup(
-    cfg: Config, device: torch.device, steps_per_epoch: int, compile: bool = False, bf16=False
+    cfg: Config,
+    device: torch.device,
+    steps_per_epoch: int,
+    compile: bool = False,
+    bf16=False,
+    model: ModelArg | None = None,
 ) -> Parts:
-    """Model, optimizer, schedule and loss from a config; the initial weights depend on the
-    seed only."""
+    """Model, optimizer, schedule and loss from a config.
+
+    The model is built from cfg.model unless `model` is given (see ModelArg); built here, its
+    initial weights depend on the seed only.
+    """
     if device.type == "cuda":
         # Same seed, same numbers: cuDNN's autotuner and non-deterministic kernels would
         # make two runs of one seed differ in the last bits, and then in the metrics.
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model).to(device)
+    if model is None:
+        model = build_model(cfg.model)
+    elif not isinstance(model, nn.Module):
+        model = model()
+        if not isinstance(model, nn.Module):
+            raise MnistlabError(
+                f"model {cfg.model!r}: calling it returned a {type(model).__name__}, "
+                "not an nn.Module"
+            )
+    model = model.to(device)
     if cfg.channels_last:
         # NHWC lets oneDNN/cuDNN pick faster convolution kernels (see `mnistlab bench`).
         model = model.to(memory_format=torch.channels_last)
@@ -434,10 +461,23 @@ def check_compiler() -> None:
 # ----------------------------------------------------------------------------- runs
 
 
-def run_info(cfg: Config, device: torch.device, compile: bool, precision: str) -> dict[str, Any]:
-    """run.json at the start: what the run is and what it runs on."""
+def run_info(
+    cfg: Config,
+    device: torch.device,
+    compile: bool,
+    precision: str,
+    model: ModelArg | None = None,
+) -> dict[str, Any]:
+    """run.json at the start: what the run is and what it runs on.
+
+    `model` as for setup, before setup moves it (channels_last can hide a flatten's RF).
+    """
     with torch.random.fork_rng(devices=[]):  # building a model to measure it draws weights
-        stats = model_stats(create_model(cfg.model), (1, 28, 28))
+        if model is None:
+            model = build_model(cfg.model)
+        elif not isinstance(model, nn.Module):
+            model = model()
+        stats = model_stats(model, (1, 28, 28))
     return {
         "name": cfg.name,
         "model": cfg.model,
@@ -482,15 +522,23 @@ def train_run(
     progress: bool = False,
     tensorboard: str | None = None,
     console: bool = True,
+    model: ModelArg | None = None,
+    sinks: list[Sink] | None = None,
 ) -> list[dict]:
-    """Train a new run into `out`; returns its per-epoch records."""
+    """Train a new run into `out`; returns its per-epoch records.
+
+    `model` replaces building cfg.model (see setup); cfg.model is what the run records to
+    rebuild it. `sinks` are told of every epoch besides the console and the run directory.
+    """
     rundir.check_new(out)  # before any data is loaded
     precision = resolve_precision(cfg.precision, device, cpu_info())
     loaders = make_loaders(cfg, device, data_dir)
-    parts = setup(cfg, device, len(loaders.train), compile, precision == "bf16")
+    info = run_info(cfg, device, compile, precision, model)
+    parts = setup(cfg, device, len(loaders.train), compile, precision == "bf16", model)
+    extra = list(sinks or [])
     sinks = make_sinks(cfg, loaders, tensorboard, console)
-    with rundir.create(out, cfg, run_info(cfg, device, compile, precision)) as path:
-        sinks.append(RunDirSink(path, cfg, loaders.spec))
+    with rundir.create(out, cfg, info) as path:
+        sinks += [RunDirSink(path, cfg, loaders.spec), *extra]
         records, test_log_probs = fit(cfg, parts, loaders, sinks, progress=progress)
         finish(path, cfg, parts, loaders, records, test_log_probs)
     return records
@@ -547,6 +595,21 @@ def make_sinks(cfg: Config, loaders: Loaders, tensorboard: str | None, console: 
     return sinks
 
 
+def run_name(model: str) -> str:
+    """A run's default name for a model spec: the name, or what follows the ':'."""
+    return model.rpartition(":")[2]
+
+
+def default_out(name: str, root: str | Path = "runs") -> Path:
+    """runs/<name>-<timestamp>, with -2, -3, ... when a run started in the same second."""
+    base = Path(root) / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    out, number = base, 1
+    while out.exists():
+        number += 1
+        out = base.with_name(f"{base.name}-{number}")
+    return out
+
+
 def train_from_cli(args: argparse.Namespace) -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -562,10 +625,9 @@ def train_from_cli(args: argparse.Namespace) -> None:
         out = Path(args.resume)
     else:
         cfg = config_from_cli(args)
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path(args.out) if args.out else Path("runs") / f"{cfg.name}-{stamp}"
+        out = Path(args.out) if args.out else default_out(cfg.name)
         rundir.check_new(out)
-        print(format_table(summarize(create_model(cfg.model))))
+        print(format_table(summarize(build_model(cfg.model))))
         print(
             f"Training {cfg.name} ({cfg.model}) on {device}, {torch.get_num_threads()} threads"
             f"{', compiled' if args.compile else ''} -> {out}"

@@ -1,0 +1,402 @@
+"""The Python API, for notebooks and scripts: `import mnistlab as ml`.
+
+    model = ml.load("final")                 # the shipped model, ready for inference
+    print(ml.summary(model))                 # shapes, params, RF, jump, start, MACs
+    result = ml.train(Net(), epochs=2)       # your own nn.Module, or a registered name
+    ml.evaluate(result)["accuracy"]
+    ml.plot_run(result)                      # a matplotlib Figure, shown inline in Jupyter
+
+Every function is a thin layer over the modules the `mnistlab` command uses, so a run trained
+here is a run directory like any other (`mnistlab compare`, `report`, `evaluate` read it).
+Bad input raises MnistlabError with a one-line message.
+
+A model is given as an nn.Module, a registered name ("seed", see `mnistlab models`), or a spec
+"package.module:Class" / "path/to/file.py:Class"; a trained one as a run directory, a weights
+file, a TrainResult, or "final" (the shipped model).
+"""
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mnistlab.config import Config, from_dict, load_config, to_dict
+from mnistlab.data import Loader, get_spec, load_split
+from mnistlab.device import pick_device
+from mnistlab.errors import MnistlabError
+from mnistlab.evaluate import evaluate_model
+from mnistlab.export import export_info, export_model
+from mnistlab.modelspec import build_model, spec_of
+from mnistlab.predict import Prediction, checkpoint_path, predict_arrays, predict_files
+from mnistlab.rundir import Run, load_model, read_run
+from mnistlab.summary import Summary, summarize_checked
+from mnistlab.train import Parts, check_compiler, default_out, run_name, train_run
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "Data",
+    "TrainResult",
+    "evaluate",
+    "export",
+    "load",
+    "load_data",
+    "plot_run",
+    "predict",
+    "summary",
+    "train",
+]
+
+FINAL = "final"  # names the model shipped inside the package
+
+
+# ----------------------------------------------------------------------------- inspecting
+
+
+def summary(model: nn.Module | type | str, input_size: tuple[int, ...] = (1, 28, 28)) -> Summary:
+    """Per-layer output shape, parameters, receptive field, jump, start and MACs of a model.
+
+    `model`: an nn.Module, an nn.Module class (built with no arguments), a registered name or
+    "package.module:Class". The result prints as the table, renders as HTML in Jupyter and
+    holds the numbers (`.rows`, `.total_params`, `.macs`, `.rf`, `.to_dict()`).
+    """
+    shape = tuple(input_size)
+    if isinstance(model, str):
+        spec = model
+        return summarize_checked(build_model(spec), shape, spec, ":" in spec, "input_size")
+    if isinstance(model, type) and issubclass(model, nn.Module):
+        model = model()
+    if not isinstance(model, nn.Module):
+        raise MnistlabError(
+            f"summary: got a {type(model).__name__}; pass an nn.Module, a registered model "
+            "name or 'package.module:Class'"
+        )
+    return summarize_checked(model, shape, type(model).__name__, option="input_size")
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class Data:
+    """A dataset split in memory: the images as stored and a loader of normalised batches."""
+
+    images: torch.Tensor  # uint8 [N, 28, 28], white ink on black
+    labels: torch.Tensor  # int64 [N]
+    classes: tuple[str, ...]  # class names, by label
+    mean: float  # the dataset's normalisation, as the trainer uses it
+    std: float
+    loader: Loader  # batches (float32 [B, 1, 28, 28] normalised, int64 [B]); iterate it
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __repr__(self) -> str:
+        return (
+            f"Data({len(self)} images {list(self.images.shape[1:])}, "
+            f"{len(self.classes)} classes, batches of {self.loader.batch_size})"
+        )
+
+
+def load_data(
+    dataset: str = "mnist",
+    split: str = "train",
+    *,
+    limit: int | None = None,
+    batch_size: int = 64,
+    shuffle: bool | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    data_dir: str | Path | None = None,
+) -> Data:
+    """One split ("train" or "test") of "mnist" or "fashion-mnist" as tensors and a loader.
+
+    `limit` keeps the first images; `shuffle` (default: for the training split) reorders each
+    epoch's batches with a generator seeded by (seed, epoch). Files come from `data_dir`,
+    else $MNISTLAB_DATA, else ~/.cache/mnistlab (`mnistlab data fetch` puts them there).
+    """
+    if split not in ("train", "test"):
+        raise MnistlabError(f"load_data: split must be 'train' or 'test', got {split!r}")
+    if limit is not None and limit < 1:
+        raise MnistlabError(f"load_data: limit must be >= 1, got {limit!r}")
+    if batch_size < 1:
+        raise MnistlabError(f"load_data: batch_size must be >= 1, got {batch_size!r}")
+    spec = get_spec(dataset)
+    images, labels = load_split(spec.name, train=split == "train", root=data_dir)
+    if limit:
+        images, labels = images[:limit], labels[:limit]
+    loader = Loader(
+        images,
+        labels,
+        batch_size,
+        mean=spec.mean,
+        std=spec.std,
+        shuffle=split == "train" if shuffle is None else shuffle,
+        seed=seed,
+        device=device,
+    )
+    return Data(images, labels, spec.classes, spec.mean, spec.std, loader)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainResult:
+    """A finished training: its run directory, per-epoch metrics and the trained model."""
+
+    run_dir: Path
+    metrics: list[dict[str, Any]]  # one record per epoch, as in metrics.jsonl
+    model: nn.Module  # the evaluated weights (the averaged ones with ema), in eval mode
+    config: Config
+
+    @property
+    def test_acc(self) -> float | None:
+        """Test accuracy (%) after the last epoch; None if the run did not read the test set."""
+        return self.metrics[-1].get("test_acc")
+
+    def __repr__(self) -> str:
+        last = self.metrics[-1]
+        acc = ", ".join(
+            f"{split} accuracy {last[f'{split}_acc']:.2f}%"
+            for split in ("train", "val", "test")
+            if f"{split}_acc" in last
+        )
+        epochs = f"{len(self.metrics)} epochs"
+        return f"TrainResult({str(self.run_dir)!r}, {self.config.model}, {epochs}: {acc})"
+
+
+# Keyword arguments of train() that are how to run, not what to train (not config keys).
+RUN_SETTINGS = ("out", "device", "compile", "tensorboard")
+
+
+class _KeepParts:
+    """A sink that keeps the trainer's parts, for the trained model."""
+
+    parts: Parts | None = None
+
+    def epoch(self, records: list[dict], parts: Parts) -> None:
+        self.parts = parts
+
+    def close(self) -> None:
+        pass
+
+
+def _experiment(target: Any) -> tuple[Config, Any]:
+    """The config to train and the model to train instead of building cfg.model (or None)."""
+    if isinstance(target, Config):
+        return target, None
+    if isinstance(target, nn.Module):
+        return Config(name=type(target).__name__, model=spec_of(target)), target
+    if isinstance(target, type) and issubclass(target, nn.Module):
+        return Config(name=target.__name__, model=spec_of(target)), target
+    if isinstance(target, Path) or (isinstance(target, str) and target.endswith(".toml")):
+        return load_config(target), None
+    if isinstance(target, str):
+        return Config(name=run_name(target), model=target), None
+    raise MnistlabError(
+        f"train: got a {type(target).__name__}; pass an nn.Module, a registered model name, "
+        "'package.module:Class', an experiment .toml file or a Config"
+    )
+
+
+def _with_overrides(cfg: Config, overrides: dict[str, Any], user_model: bool) -> Config:
+    """`cfg` with config keys changed; a table (optimizer={...}) changes only the keys given."""
+    if user_model and "model" in overrides:
+        raise MnistlabError("train: model= names a model to build; the nn.Module passed is trained")
+    data = to_dict(cfg)
+    for key, value in overrides.items():
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = dataclasses.asdict(value)
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return from_dict(data, "train")
+
+
+def train(
+    model_or_experiment: nn.Module | type | str | Path | Config = "seed",
+    *,
+    progress: bool = True,
+    console: bool = True,
+    data_dir: str | Path | None = None,
+    **overrides: Any,
+) -> TrainResult:
+    """Train a model into a new run directory and return the result.
+
+    `model_or_experiment`: your nn.Module instance (trained in place; seed torch yourself before
+    building it for repeatable initial weights), an nn.Module class (built with no arguments
+    after seeding with the config's seed), a registered name, "package.module:Class", an
+    experiment .toml file, or a Config.
+
+    `overrides` are config keys (epochs=2, batch_size=128, limit_train=2000, seed=3,
+    optimizer={"lr": 0.05}, scheduler={"name": "onecycle"}, ...) and how to run: out (the run
+    directory, default runs/<name>-<timestamp>), device ("cpu", "cuda"; default cuda when
+    present), compile (torch.compile), tensorboard (a log folder). `progress` shows a tqdm bar
+    per epoch (a widget in Jupyter), `console` the seed notebook's test line after each epoch.
+
+    The run records how to rebuild the model: its registered name, or "module:Class" for a
+    class that can be imported. A class defined in a notebook cannot be; load its weights
+    with `ml.load(run_dir, model=Net())`.
+    """
+    settings = {key: overrides.pop(key) for key in RUN_SETTINGS if key in overrides}
+    cfg, model = _experiment(model_or_experiment)
+    cfg = _with_overrides(cfg, overrides, model is not None)
+    device = pick_device(settings.get("device"))
+    compile = bool(settings.get("compile", False))
+    if compile:
+        check_compiler()
+    out = Path(settings["out"]) if settings.get("out") else default_out(cfg.name)
+    keep = _KeepParts()
+    records = train_run(
+        cfg,
+        out,
+        device,
+        data_dir,
+        compile,
+        progress,
+        settings.get("tensorboard"),
+        console,
+        model=model,
+        sinks=[keep],
+    )
+    assert keep.parts is not None  # told after every epoch, and there is at least one
+    return TrainResult(out, records, keep.parts.eval_model.eval(), cfg)
+
+
+# ----------------------------------------------------------------------------- trained models
+
+
+Trained = nn.Module | TrainResult | str | Path
+
+
+def _resolve(target: Trained, model: nn.Module | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """A trained model and its metadata (dataset, mean, std, model_name, ...)."""
+    if isinstance(target, nn.Module):
+        spec = get_spec("mnist")
+        return target, {"model_name": spec_of(target), "mean": spec.mean, "std": spec.std}
+    if isinstance(target, TrainResult):
+        spec = get_spec(target.config.dataset)
+        meta = {"model_name": target.config.model, "dataset": spec.name}
+        return target.model, {**meta, "mean": spec.mean, "std": spec.std}
+    if not isinstance(target, str | Path):
+        raise MnistlabError(
+            f"got a {type(target).__name__}; pass a model, a TrainResult, a run directory, "
+            f"a weights file or {FINAL!r}"
+        )
+    path = checkpoint_path(None) if str(target) == FINAL else Path(target)
+    return load_model(path, model)
+
+
+def load(
+    target: str | Path | TrainResult = FINAL,
+    *,
+    model: nn.Module | None = None,
+    device: str | torch.device = "cpu",
+) -> nn.Module:
+    """A trained model in eval mode, ready for inference.
+
+    `target`: "final" (the model shipped with mnistlab), a run directory, a model.pt or
+    checkpoint.pt file, or a TrainResult. `model`: an untrained instance to load the weights
+    into, needed when the run's model class was defined in a notebook (`model=Net()`).
+    """
+    trained, _ = _resolve(target, model)
+    return trained.to(device).eval()
+
+
+def evaluate(
+    model_or_run: Trained = FINAL,
+    split: str = "test",
+    *,
+    model: nn.Module | None = None,
+    limit: int | None = None,
+    batch_size: int = 1000,
+    device: str | torch.device | None = None,
+    data_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Loss, accuracy (%), correct, total, per-class accuracy, confusion matrix and the
+    indices of misclassified images of a trained model on the "test" or "train" split.
+
+    The images are normalised as the model was trained (the run's dataset and mean/std; for
+    a bare nn.Module, MNIST's). `limit`: only the first images.
+    """
+    if split not in ("test", "train"):
+        raise MnistlabError(f"evaluate: split must be 'test' or 'train', got {split!r}")
+    trained, meta = _resolve(model_or_run, model)
+    return evaluate_model(trained, meta, split, data_dir, batch_size, pick_device(device), limit)
+
+
+def predict(
+    images_or_paths: str | Path | list[str | Path] | np.ndarray | torch.Tensor,
+    model: Trained | None = None,
+    *,
+    preprocess: bool = True,
+    device: str | torch.device = "cpu",
+) -> list[Prediction]:
+    """Predict the digit in image files or images in memory, as `mnistlab predict` does.
+
+    `images_or_paths`: one path or a list of them (any format Pillow reads), or grayscale
+    images [N, H, W] or [H, W] (uint8, or floats in [0, 1]). Each image is turned into a
+    28x28 MNIST-style input (ink cropped, scaled, centred) unless preprocess=False. `model`:
+    default the shipped model. Each Prediction has `.prediction`, `.top3` [(digit, p), ...]
+    and `.line()`; an image that cannot be used has `.error` instead.
+    """
+    trained, meta = _resolve(FINAL if model is None else model)
+    spec = get_spec(meta.get("dataset", "mnist"))
+    options = dict(
+        mean=float(meta.get("mean", spec.mean)),
+        std=float(meta.get("std", spec.std)),
+        preprocess_image=preprocess,
+        device=device,
+    )
+    if isinstance(images_or_paths, np.ndarray | torch.Tensor):
+        images = np.asarray(
+            images_or_paths.cpu() if torch.is_tensor(images_or_paths) else images_or_paths
+        )
+        if images.ndim == 2:
+            images = images[None]
+        return predict_arrays(trained, images, **options)
+    paths = [images_or_paths] if isinstance(images_or_paths, str | Path) else images_or_paths
+    return predict_files(trained, list(paths), **options)
+
+
+def export(
+    model_or_run: Trained,
+    path: str | Path,
+    format: str = "onnx",
+    *,
+    model: nn.Module | None = None,
+) -> Path:
+    """Write a trained model as an ONNX or TorchScript file; returns its path.
+
+    The file takes float32 [N, 1, 28, 28] normalised with the mean and std it carries in its
+    metadata, and returns log-probabilities [N, 10] (see `mnistlab export`).
+    """
+    trained, meta = _resolve(model_or_run, model)
+    export_model(trained, format, path, export_info(meta))
+    return Path(path)
+
+
+def plot_run(run: TrainResult | Run | str | Path, acc_floor: float | None = None) -> "Figure":
+    """Accuracy and loss per epoch of a run, as a matplotlib Figure (shown inline in Jupyter;
+    `.savefig("curves.png")` writes it). No pyplot state is involved.
+
+    `acc_floor`: start the accuracy axis there at the lowest (the report uses 97, where the
+    differences between good runs show); None: wherever the points are.
+    """
+    import matplotlib.style
+
+    from mnistlab.report import curves_figure
+
+    if isinstance(run, TrainResult):
+        run = run.run_dir
+    if not isinstance(run, Run):
+        run = read_run(run)
+    with matplotlib.style.context("default"):
+        return curves_figure(run, acc_floor)
