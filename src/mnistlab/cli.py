@@ -83,6 +83,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.time_to is not None:
+        from mnistlab.timeto import time_to_from_cli
+
+        time_to_from_cli(args)
+        return 0
     from mnistlab.bench import bench_from_cli
 
     bench_from_cli(args)
@@ -241,7 +246,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", default=None, help="also write the result as JSON here")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="also write the result as JSON here (--time-to: and the table beside it, as .txt)",
+    )
+    p.add_argument(
+        "--time-to",
+        nargs="+",
+        default=None,
+        metavar=("ACC", "EXPERIMENT"),
+        help="instead: train each experiment to its end with --seeds seeds, interleaved, each "
+        "run in its own process; training time, compile cost, memory and whether the mean "
+        "final test accuracy reaches ACC%%",
+    )
+    p.add_argument("--seeds", type=int, default=5, help="--time-to: seeds 1..N (default 5)")
+    p.add_argument(
+        "--runs", default=None, metavar="DIR", help="--time-to: keep the runs here (default: none)"
+    )
     add_device(p)
     add_data_dir(p)
     p.set_defaults(handler=cmd_bench)

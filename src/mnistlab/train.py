@@ -47,8 +47,12 @@ def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
             nesterov=opt.nesterov,
             weight_decay=opt.weight_decay,
         ),
-        "adam": lambda p: torch.optim.Adam(p, lr=opt.lr, weight_decay=opt.weight_decay),
-        "adamw": lambda p: torch.optim.AdamW(p, lr=opt.lr, weight_decay=opt.weight_decay),
+        "adam": lambda p: torch.optim.Adam(
+            p, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay
+        ),
+        "adamw": lambda p: torch.optim.AdamW(
+            p, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay
+        ),
     }
     return optimizers[opt.name](model.parameters())
 
@@ -67,6 +71,7 @@ def make_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epoc
             pct_start=s.pct_start,
             div_factor=s.div_factor,
             final_div_factor=s.final_div_factor,
+            cycle_momentum=s.cycle_momentum,
         ), True
     if s.name == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total_steps, s.min_lr), True
@@ -171,6 +176,7 @@ def make_loaders(cfg: Config, device: torch.device, data_dir=None) -> Loaders:
         shuffle=True,
         seed=cfg.seed,
         augment=make_augment(cfg.augment),
+        reshuffle=cfg.shuffle == "every-epoch",
         **norm,
     )
     clean = None
@@ -485,6 +491,7 @@ def train_run(
 ) -> list[dict]:
     """Train a new run into `out`; returns its per-epoch records."""
     rundir.check_new(out)  # before any data is loaded
+    compile = compile or cfg.compile
     precision = resolve_precision(cfg.precision, device, cpu_info())
     loaders = make_loaders(cfg, device, data_dir)
     parts = setup(cfg, device, len(loaders.train), compile, precision == "bf16")
@@ -584,13 +591,15 @@ def train_from_cli(args: argparse.Namespace) -> None:
     else:
         cfg = load_config(args.experiment) if args.experiment else Config(name=args.model or "seed")
         cfg = cli_overrides(cfg, args)
+        if cfg.compile and not args.compile:
+            check_compiler()
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path(args.out) if args.out else Path("runs") / f"{cfg.name}-{stamp}"
         rundir.check_new(out)
         print(format_table(summarize(create_model(cfg.model))))
         print(
             f"Training {cfg.name} ({cfg.model}) on {device}, {torch.get_num_threads()} threads"
-            f"{', compiled' if args.compile else ''} -> {out}"
+            f"{', compiled' if args.compile or cfg.compile else ''} -> {out}"
         )
         records = train_run(
             cfg, out, device, args.data_dir, args.compile, progress, args.tensorboard
