@@ -237,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batches", type=int, default=50, help="batches per timed round")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of each loop")
     p.add_argument("--compile", action="store_true", help="also time the trainer compiled")
+    p.add_argument("--bf16", action="store_true", help="also time the trainer under bf16 autocast")
     p.add_argument(
         "--vs",
         nargs="+",
