@@ -70,6 +70,8 @@ VARIANTS: dict[str, dict] = {
         **AUG,
     ),
 }
+# Twice the optimizer steps for the same images.
+VARIANTS["poolbn-8ep-aug-levers-b128"] = variant(VARIANTS["poolbn-8ep-aug-levers"], batch_size=128)
 
 
 def run_dir(name: str, seed: int) -> Path:

@@ -80,3 +80,31 @@ def test_shuffle_once_keeps_one_order_for_every_epoch() -> None:
     assert sorted(order(False, 1)) == list(range(40))
     assert order(False, 1) == order(False, 2) == order(False, 7) == order(True, 0)
     assert order(True, 1) != order(True, 2)  # the default reshuffles per epoch, as before
+
+
+def test_compile_in_the_experiment_trains_through_torch_compile(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mnistlab import train
+    from mnistlab.rundir import read_info
+
+    compiled = []
+
+    def fake_compile(model, **kwargs):  # records the call, trains eagerly (no C++ compiler)
+        compiled.append(kwargs)
+        return model
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    cfg = from_dict({"model": "gap_tiny", "epochs": 1, "batch_size": 64, "compile": True})
+    train.train_run(cfg, tmp_path / "run", torch.device("cpu"), data_dir, console=False)
+    assert compiled == [{"dynamic": False}]
+    assert read_info(tmp_path / "run")["compile"] is True
+    compiled.clear()
+    train.train_run(
+        from_dict({"model": "gap_tiny", "epochs": 1, "batch_size": 64}),
+        tmp_path / "eager",
+        torch.device("cpu"),
+        data_dir,
+        console=False,
+    )
+    assert compiled == [] and read_info(tmp_path / "eager")["compile"] is False
