@@ -157,3 +157,21 @@ def test_time_to_trains_each_run_in_a_process_and_writes_table_and_json(
     assert doc["recipes"]["tiny-b"]["ratio"] == round(
         doc["recipes"]["tiny-b"]["total_s"] / doc["recipes"]["tiny-a"]["total_s"], 3
     )
+
+
+def test_compiled_names_experiments_that_train_compiled_whatever_their_file_says(
+    tmp_path: Path,
+) -> None:
+    eager, final = experiment(tmp_path, "eager"), experiment(tmp_path, "final", epochs=2)
+    seen = {}
+
+    def runner(recipe: Recipe, seed, out, threads, device, data_dir, cache) -> Run:
+        seen[recipe.name] = recipe.cfg.compile
+        return Run(recipe.name, seed, [5.0, 1.0], 99.0, 1.0, "")
+
+    result = time_to(99.0, [eager, final], 1, 1, "cpu", runner=runner, compiled=(final,))
+    assert seen == {"eager": False, "final": True}
+    assert result["recipes"]["final"]["compile_s"] == 4.0
+    assert result["recipes"]["eager"]["compile_s"] == 0.0
+    with pytest.raises(MnistlabError, match="--compiled other.toml: not one of"):
+        time_to(99.0, [eager], 1, 1, "cpu", runner=runner, compiled=("other.toml",))

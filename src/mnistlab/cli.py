@@ -263,6 +263,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seeds", type=int, default=5, help="--time-to: seeds 1..N (default 5)")
     p.add_argument(
+        "--compiled",
+        nargs="+",
+        default=[],
+        metavar="EXPERIMENT",
+        help="--time-to: train these of its experiments compiled (as train --compile does)",
+    )
+    p.add_argument(
         "--runs", default=None, metavar="DIR", help="--time-to: keep the runs here (default: none)"
     )
     add_device(p)

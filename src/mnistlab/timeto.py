@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from mnistlab import rundir
-from mnistlab.config import Config, load_config
+from mnistlab.config import Config, load_config, override
 from mnistlab.device import cpu_info, pick_device
 from mnistlab.errors import MnistlabError
 from mnistlab.fileio import write_files
@@ -69,11 +69,17 @@ class Run:
 Runner = Callable[[Recipe, int, Path, int, str, str | None, Path], Run]
 
 
-def load_recipes(paths: list[str]) -> list[Recipe]:
-    """The recipes, every file checked before anything trains."""
+def load_recipes(paths: list[str], compiled: tuple[str, ...] = ()) -> list[Recipe]:
+    """The recipes, every file checked before anything trains; those in `compiled` train
+    compiled whatever their file says (as `mnistlab train --compile` does)."""
+    unknown = [p for p in compiled if p not in paths]
+    if unknown:
+        raise MnistlabError(f"--compiled {unknown[0]}: not one of the --time-to experiments")
     recipes = []
     for path in paths:
         cfg = load_config(path)
+        if path in compiled:
+            cfg = override(cfg, path, compile=True)
         if cfg.test == "never":
             raise MnistlabError(f'{path}: test = "never"; a time-to-accuracy recipe needs test')
         if cfg.compile and cfg.epochs < 2:
@@ -114,6 +120,7 @@ def run_in_process(
     command = [sys.executable, "-m", "mnistlab", "train", str(recipe.path)]
     command += ["--seed", str(seed), "--out", str(out), "--threads", str(threads)]
     command += ["--device", device, "--quiet"] + (["--data-dir", data_dir] if data_dir else [])
+    command += ["--compile"] if recipe.cfg.compile else []
     first = not any(cache.iterdir())
     env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(cache), TRITON_CACHE_DIR=str(cache / "tr"))
     log = out.parent / f"{out.name}.log"
@@ -184,9 +191,10 @@ def time_to(
     runs_dir: Path | None = None,
     runner: Runner = run_in_process,
     progress: Callable[[str], None] = lambda line: None,
+    compiled: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Train every recipe with seeds 1..seeds, interleaved; one row per recipe."""
-    recipes = load_recipes(paths)
+    recipes = load_recipes(paths, compiled)
     with tempfile.TemporaryDirectory(prefix="mnistlab-time-to-") as tmp:
         work = Path(tmp)
         base = Path(runs_dir) if runs_dir else work / "runs"
@@ -262,7 +270,7 @@ def time_to_from_cli(args: argparse.Namespace) -> None:
         raise MnistlabError(f"--seeds {args.seeds}: must be >= 1")
     if args.out and Path(args.out).suffix != ".json":
         raise MnistlabError(f"--out {args.out}: name a .json file (the table goes beside it)")
-    if any(load_config(p).compile for p in paths):
+    if args.compiled or any(load_config(p).compile for p in paths):
         from mnistlab.train import check_compiler
 
         check_compiler()
@@ -278,6 +286,7 @@ def time_to_from_cli(args: argparse.Namespace) -> None:
         args.data_dir,
         Path(args.runs) if args.runs else None,
         progress=lambda line: print(line, flush=True),
+        compiled=tuple(args.compiled),
     )
     text = format_time_to(result)
     print(text)
