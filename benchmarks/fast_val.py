@@ -53,9 +53,7 @@ VARIANTS: dict[str, dict] = {
     "peer-1ep": PEER,
     "peer-1ep-bf16": variant(PEER, precision="bf16"),
     "peer-1ep-cl": variant(PEER, channels_last=True),
-    "peer-1ep-b128": variant(PEER, batch_size=128),
     "poolbn-1ep": variant(PEER, model="pool_bn"),
-    "poolbn-1ep-lr02": variant(PEER, model="pool_bn", **{"scheduler.max_lr": 0.02}),
     "poolbn-small-1ep": variant(PEER, model="pool_bn_small"),
     # this tool's speed levers on top: channels_last, bf16 where the CPU has it natively
     "poolbn-1ep-levers": variant(PEER, model="pool_bn", channels_last=True, precision="auto"),
@@ -93,13 +91,13 @@ def train(name: str, seed: int) -> None:
 
 
 def table() -> str:
-    lines = [f"{'variant':<22}{'seed':>5}{'val acc':>9}{'train s':>9}  (1 thread, shared machine)"]
+    lines = [f"{'variant':<30}{'seed':>5}{'val acc':>9}{'train s':>9}  (1 thread, shared machine)"]
     for name in VARIANTS:
         for out in sorted((RESULTS / name).glob("seed*")):
             metrics = read_metrics(out)
             seconds = sum(m["seconds"] for m in metrics)
             lines.append(
-                f"{name:<22}{out.name[4:]:>5}{metrics[-1]['val_acc']:>9.2f}{seconds:>9.1f}"
+                f"{name:<30}{out.name[4:]:>5}{metrics[-1]['val_acc']:>9.2f}{seconds:>9.1f}"
             )
     return "\n".join(lines)
 

@@ -118,6 +118,7 @@ def test_recipes_that_cannot_be_timed_are_refused_before_anything_trains(
         (["--time-to", "99", "EXP", "--seeds", "0"], "--seeds 0: must be >= 1"),
         (["--time-to", "99", "EXP", "--out", "t.txt"], "name a .json file"),
         (["--time-to", "99", "missing.toml"], "cannot read experiment file"),
+        (["--time-to", "99", "EXP", "--compile"], "--compile times the trainer's loop"),
     ],
 )
 def test_bad_time_to_arguments_are_one_line_errors(

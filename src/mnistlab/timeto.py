@@ -257,6 +257,12 @@ def format_time_to(result: dict[str, Any]) -> str:
 
 
 def time_to_from_cli(args: argparse.Namespace) -> None:
+    for flag, given in (("--compile", args.compile), ("--vs", args.vs), ("--bf16", args.bf16)):
+        if given:
+            raise MnistlabError(
+                f"{flag} times the trainer's loop, not --time-to; a --time-to recipe says it in "
+                "its experiment file (or --compiled EXPERIMENT)"
+            )
     acc_text, *paths = args.time_to
     try:
         acc = float(acc_text)
