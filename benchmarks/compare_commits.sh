@@ -17,8 +17,12 @@ THREADS=${THREADS:-2}
 EXPERIMENT=${EXPERIMENT:-experiments/19-thin-stem.toml}
 PYTHON=${PYTHON:-.venv/bin/python}
 OUT=${OUT:-}
+EPOCHS=${EPOCHS:-}  # set only to smoke-test the script with fewer epochs
 
 here=$(git rev-parse --show-toplevel)
+case "$PYTHON" in /*) ;; *) PYTHON="$here/$PYTHON" ;; esac
+epochs=()
+if [ -n "$EPOCHS" ]; then epochs=(--epochs "$EPOCHS"); fi
 cd "$here"
 work=$(mktemp -d)
 cleanup() {
@@ -35,8 +39,9 @@ for round in $(seq 1 "$ROUNDS"); do
         mkdir -p "$cache"
         echo "round $round: $side ($(git -C "$root" rev-parse --short HEAD))" >&2
         (cd "$root" && TORCHINDUCTOR_CACHE_DIR="$cache" PYTHONPATH="$root/src" \
-            "$here/$PYTHON" -m mnistlab train "$EXPERIMENT" --compile --threads "$THREADS" \
-            --device cpu --quiet --out "$work/runs/$side-$round" > "$work/$side-$round.log")
+            "$PYTHON" -m mnistlab train "$EXPERIMENT" "${epochs[@]}" --compile \
+            --threads "$THREADS" --device cpu --quiet --out "$work/runs/$side-$round" \
+            > "$work/$side-$round.log")
     done
 done
 
@@ -50,7 +55,7 @@ runs, old, new, threads, experiment = Path(sys.argv[1]), *sys.argv[2:]
 print(f"{experiment}, compiled, {threads} threads, empty compile cache per run, interleaved")
 print(f"{'run':<14}{'commit':>9}{'train s':>9}{'epoch 1':>9}{'later':>8}{'test acc':>10}")
 totals = {"old": [], "new": []}
-for run in sorted(runs.iterdir(), key=lambda p: (int(p.name.split("-")[1]), p.name)):
+for run in sorted(runs.iterdir(), key=lambda p: (int(p.name.split("-")[1]), not p.name.startswith("old"))):
     side = run.name.split("-")[0]
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     seconds = [m["seconds"] for m in metrics]
