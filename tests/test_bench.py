@@ -136,3 +136,25 @@ def test_bench_command_prints_the_table_and_writes_the_same_numbers_as_json(
     assert [row["images_per_s"] for row in doc["results"].values()] == [16.0, 32.0, 8.0]
     assert [row["epoch_ratio"] for row in doc["results"].values()] == [1.0, 0.5, 2.0]
     assert doc["results"]["notebook loop"]["seconds_per_epoch"] == TRAIN_IMAGES / 16.0
+
+
+def test_bench_times_the_trainer_under_bf16_autocast_in_the_same_rounds(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built = []  # each trainer variant's Parts
+
+    def recording_setup(*args, **kwargs):
+        parts = original(*args, **kwargs)
+        built.append(parts)
+        return parts
+
+    original = bench_module.setup
+    monkeypatch.setattr(bench_module, "setup", recording_setup)
+    # 32 images per loop; notebook, trainer, no channels_last, bf16: 2, 1, 4 and 0.5 s.
+    fake_clock(monkeypatch, [2, 1, 4, 0.5])
+    result = bench(
+        "gap_tiny", batches=2, rounds=1, batch_size=16, device="cpu", data_dir=data_dir, bf16=True
+    )
+    rows = result["results"]
+    assert list(rows)[-1] == "trainer, bf16" and rows["trainer, bf16"]["epoch_ratio"] == 0.25
+    assert [parts.bf16 for parts in built] == [False, False, True]

@@ -71,9 +71,11 @@ def bench(
     data_dir=None,
     compile: bool = False,
     others: tuple[str, ...] = (),
+    bf16: bool = False,
 ) -> dict:
     """Seconds per epoch of each loop, timed in interleaved rounds; `others` are further models
-    trained by the same trainer (compiled with `compile`) in the same rounds."""
+    trained by the same trainer (compiled with `compile`) in the same rounds; `bf16` adds the
+    trainer under bf16 autocast."""
     device = torch.device(device)
     spec = get_spec("mnist")
     images, labels = load_split("mnist", train=True, root=data_dir)
@@ -85,7 +87,7 @@ def bench(
     )
     config = Config(model=model_name, batch_size=batch_size, seed=0)
 
-    def trainer(cfg: Config, compiled: bool) -> tuple[Parts, Loader]:
+    def trainer(cfg: Config, compiled: bool, half: bool = False) -> tuple[Parts, Loader]:
         loader = Loader(
             images,
             labels,
@@ -97,7 +99,7 @@ def bench(
             device=device,
             channels_last=cfg.channels_last,
         )
-        return setup(cfg, device, len(loader), compiled), loader
+        return setup(cfg, device, len(loader), compiled, half), loader
 
     variants = {
         "trainer": trainer(config, False),
@@ -105,6 +107,9 @@ def bench(
             dataclasses.replace(config, channels_last=False), False
         ),
     }
+    if bf16:
+        # bf16 autocast: oneDNN's bf16 convolutions where the CPU has AVX512-BF16 or AMX.
+        variants["trainer, bf16"] = trainer(config, False, half=True)
     if compile:
         variants["trainer, compiled"] = trainer(config, True)
         # The compiled models share one forward (Chain's), each with a graph of its own;
@@ -181,6 +186,7 @@ def bench_from_cli(args: argparse.Namespace) -> None:
         args.data_dir,
         args.compile,
         tuple(args.vs),
+        args.bf16,
     )
     text = format_bench(result)
     print(text)

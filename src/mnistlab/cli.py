@@ -201,6 +201,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.time_to is not None:
+        from mnistlab.timeto import time_to_from_cli
+
+        time_to_from_cli(args)
+        return 0
     from mnistlab.bench import bench_from_cli
 
     bench_from_cli(args)
@@ -425,6 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batches", type=positive, default=50, help="batches per timed round")
     p.add_argument("--rounds", type=positive, default=3, help="interleaved rounds of each loop")
     p.add_argument("--compile", action="store_true", help="also time the trainer compiled")
+    p.add_argument("--bf16", action="store_true", help="also time the trainer under bf16 autocast")
     p.add_argument(
         "--vs",
         nargs="+",
@@ -436,7 +442,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive, default=64, help="training batch size")
     add_threads(p)
     p.add_argument(
-        "--out", default=None, help="also write the result as JSON here (default: print only)"
+        "--out",
+        default=None,
+        help="also write the result as JSON here (--time-to: and the table beside it, as .txt; "
+        "default: print only)",
+    )
+    p.add_argument(
+        "--time-to",
+        nargs="+",
+        default=None,
+        metavar=("ACC", "EXPERIMENT"),
+        help="instead: train each experiment to its end with --seeds seeds, interleaved, each "
+        "run in its own process; training time, compile cost, memory and whether the mean "
+        "final test accuracy reaches ACC%%",
+    )
+    p.add_argument("--seeds", type=positive, default=5, help="--time-to: seeds 1..N")
+    p.add_argument(
+        "--compiled",
+        nargs="+",
+        default=[],
+        metavar="EXPERIMENT",
+        help="--time-to: train these of its experiments compiled (as train --compile does)",
+    )
+    p.add_argument(
+        "--runs",
+        default=None,
+        metavar="DIR",
+        help="--time-to: keep the runs here (default: a temporary folder)",
     )
     add_device(p)
     add_data_dir(p)

@@ -19,6 +19,9 @@ SCHEDULERS = ("none", "step", "onecycle", "cosine")
 # (timed recipes: evaluation is not training time), or never (search trials choose on the
 # validation split alone and must not see the test set).
 TEST_WHEN = ("every-epoch", "end", "never")
+# Training batch order: a new permutation every epoch, or one permutation kept for every epoch
+# (tuomaso/train_mnist_fast shuffles once when it saves the data and never again).
+SHUFFLES = ("every-epoch", "once")
 PRECISIONS = ("fp32", "bf16", "auto")  # auto: bf16 where the CPU/GPU computes it natively
 # Seeds are 32-bit, as numpy's are; shuffling derives seed * 100003 + epoch from them, which
 # stays far inside torch's 64-bit generator seed for every seed in range.
@@ -34,6 +37,7 @@ class OptimizerConfig:
     momentum: float = 0.9  # SGD only
     nesterov: bool = False  # SGD only
     weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam/AdamW only
 
 
 @dataclass
@@ -45,6 +49,9 @@ class SchedulerConfig:
     pct_start: float = 0.3  # onecycle: fraction of steps spent warming up
     div_factor: float = 25.0  # onecycle: initial lr = max_lr / div_factor
     final_div_factor: float = 1e4  # onecycle: final lr = initial lr / final_div_factor
+    # onecycle: cycle SGD's momentum / Adam's beta1 between 0.85 and 0.95 against the lr
+    # (PyTorch's default); false keeps the optimizer's own value.
+    cycle_momentum: bool = True
     min_lr: float = 0.0  # cosine: floor
 
 
@@ -96,6 +103,8 @@ class Config:
     # training images, so evaluation normalises as for the clean digits it sees (0: off).
     bn_recalibrate: int = 0
     precision: str = "fp32"  # one of PRECISIONS
+    shuffle: str = "every-epoch"  # one of SHUFFLES
+    compile: bool = False  # train through torch.compile (as --compile does)
     target: str = ""
     analysis: str = ""
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -127,6 +136,12 @@ def _build(cls: type, data: dict[str, Any], where: str, prefix: str = "") -> Any
 
 
 def _coerce(value: Any, kind: type, where: str, path: str) -> Any:
+    if kind is tuple:  # a pair of numbers, e.g. optimizer.betas
+        if not isinstance(value, list | tuple) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value
+        ):
+            raise MnistlabError(f"{where}: {path} must be a list of numbers, got {value!r}")
+        return tuple(float(v) for v in value)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         if abs(value) > 2**53:  # too big to be a float exactly, and past 1e308 not at all
             raise MnistlabError(f"{where}: {path} is out of range, got {value!r}")
@@ -210,6 +225,7 @@ def validate(cfg: Config, where: str) -> Config:
         f"must be one of {', '.join(PRECISIONS)}",
         cfg.precision,
     )
+    need(cfg.shuffle in SHUFFLES, "shuffle", f"must be one of {', '.join(SHUFFLES)}", cfg.shuffle)
     opt, sched, aug = cfg.optimizer, cfg.scheduler, cfg.augment
     need(
         opt.name in OPTIMIZERS,
@@ -220,6 +236,12 @@ def validate(cfg: Config, where: str) -> Config:
     need(opt.lr > 0, "optimizer.lr", "must be > 0", opt.lr)
     need(0 <= opt.momentum < 1, "optimizer.momentum", "must be in [0, 1)", opt.momentum)
     need(opt.weight_decay >= 0, "optimizer.weight_decay", "must be >= 0", opt.weight_decay)
+    need(
+        len(opt.betas) == 2 and all(0 <= b < 1 for b in opt.betas),
+        "optimizer.betas",
+        "must be two numbers in [0, 1)",
+        list(opt.betas),
+    )
     need(
         not opt.nesterov or opt.momentum > 0,
         "optimizer.nesterov",
@@ -352,6 +374,8 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, str):
         text = value.replace("\\", "\\\\")
         if "\n" in value:

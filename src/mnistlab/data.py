@@ -277,12 +277,14 @@ class Loader:
         device: torch.device | str = "cpu",
         augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
         channels_last: bool = False,
+        reshuffle: bool = True,
     ) -> None:
         self.images = images.to(device)
         self.labels = labels.to(device)
         self.batch_size = batch_size
         self.mean, self.std = mean, std
         self.shuffle, self.seed = shuffle, seed
+        self.reshuffle = reshuffle  # False: epoch 0's order, every epoch
         self.device = torch.device(device)
         self.augment = augment
         self.channels_last = channels_last
@@ -297,7 +299,11 @@ class Loader:
     def batches(self, epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.images)
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        # Not reshuffled: epoch 0's order every epoch; augmentation still draws per epoch.
+        orderer = generator
+        if not self.reshuffle:
+            orderer = torch.Generator().manual_seed(self.seed * 100_003)
+        order = torch.randperm(n, generator=orderer) if self.shuffle else torch.arange(n)
         order = order.to(self.device)
         for start in range(0, n, self.batch_size):
             idx = order[start : start + self.batch_size]

@@ -57,8 +57,12 @@ def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
             nesterov=opt.nesterov,
             weight_decay=opt.weight_decay,
         ),
-        "adam": lambda p: torch.optim.Adam(p, lr=opt.lr, weight_decay=opt.weight_decay),
-        "adamw": lambda p: torch.optim.AdamW(p, lr=opt.lr, weight_decay=opt.weight_decay),
+        "adam": lambda p: torch.optim.Adam(
+            p, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay
+        ),
+        "adamw": lambda p: torch.optim.AdamW(
+            p, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay
+        ),
     }
     return optimizers[opt.name](model.parameters())
 
@@ -77,6 +81,7 @@ def make_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epoc
             pct_start=s.pct_start,
             div_factor=s.div_factor,
             final_div_factor=s.final_div_factor,
+            cycle_momentum=s.cycle_momentum,
         ), True
     if s.name == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total_steps, s.min_lr), True
@@ -198,6 +203,7 @@ def make_loaders(cfg: Config, device: torch.device, data_dir=None) -> Loaders:
         shuffle=True,
         seed=cfg.seed,
         augment=make_augment(cfg.augment),
+        reshuffle=cfg.shuffle == "every-epoch",
         **norm,
     )
     clean = None
@@ -531,6 +537,7 @@ def train_run(
     rebuild it. `sinks` are told of every epoch besides the console and the run directory.
     """
     rundir.check_new(out)  # before any data is loaded
+    compile = compile or cfg.compile
     precision = resolve_precision(cfg.precision, device, cpu_info())
     loaders = make_loaders(cfg, device, data_dir)
     info = run_info(cfg, device, compile, precision, model)
@@ -625,12 +632,14 @@ def train_from_cli(args: argparse.Namespace) -> None:
         out = Path(args.resume)
     else:
         cfg = config_from_cli(args)
+        if cfg.compile and not args.compile:
+            check_compiler()
         out = Path(args.out) if args.out else default_out(cfg.name)
         rundir.check_new(out)
         print(format_table(summarize(build_model(cfg.model))))
         print(
             f"Training {cfg.name} ({cfg.model}) on {device}, {torch.get_num_threads()} threads"
-            f"{', compiled' if args.compile else ''} -> {out}"
+            f"{', compiled' if args.compile or cfg.compile else ''} -> {out}"
         )
         records = train_run(
             cfg, out, device, args.data_dir, args.compile, progress, args.tensorboard

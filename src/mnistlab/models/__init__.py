@@ -45,4 +45,4 @@ def count_parameters(model: nn.Module) -> int:
 
 
 # Importing the families registers their models.
-from mnistlab.models import compact, seed  # noqa: E402, F401
+from mnistlab.models import compact, fast, peer, seed  # noqa: E402, F401
