@@ -74,13 +74,15 @@ def model_from_file(path: Path) -> tuple[nn.Module, dict[str, Any]]:
 
     Returns the model in eval mode on the CPU and the file's metadata (config, test_acc, ...).
     """
-    from mnistlab.models import create_model
+    from mnistlab.models import build
 
     path = Path(path)
     obj = load_torch(path)
     name = obj.get("model_name")
+    config = obj.get("config")
+    net = config.get("net") if isinstance(config, dict) else None
     try:
-        model = create_model(name)
+        model = build(name, net)  # a [net] model is rebuilt from the config the file holds
     except MnistlabError:
         raise MnistlabError(
             f"{path}: holds weights for model {name!r}, which this version does not know"

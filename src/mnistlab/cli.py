@@ -98,6 +98,20 @@ def cmd_confirm(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search_run(args: argparse.Namespace) -> int:
+    from mnistlab.search import run_from_cli
+
+    run_from_cli(args)
+    return 0
+
+
+def cmd_search_report(args: argparse.Namespace) -> int:
+    from mnistlab.searchreport import report_from_cli
+
+    report_from_cli(args)
+    return 0
+
+
 # ----------------------------------------------------------------------------- results
 
 
@@ -263,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_dir(p)
     p.set_defaults(handler=cmd_confirm)
 
+    add_search(sub)
+
     # results
     p = sub.add_parser("compare", help="one row per run: params, RF, accuracy, gap, speed")
     p.add_argument("runs", nargs="+", metavar="RUNDIR")
@@ -305,6 +321,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(handler=cmd_export)
     return parser
+
+
+def add_search(sub) -> None:
+    search = sub.add_parser("search", help="architecture search on Optuna under a budget")
+    search_sub = search.add_subparsers(dest="search_command", required=True, metavar="ACTION")
+    p = search_sub.add_parser(
+        "run", help="run (or continue) a study: trials of a search space, by W local workers"
+    )
+    p.add_argument("space", metavar="SPACE", help="search space TOML file (see searches/)")
+    p.add_argument("--trials", type=int, required=True, help="total trials of the study, any state")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    p.add_argument("--study", default=None, help="study name (default: the space file's stem)")
+    p.add_argument(
+        "--storage",
+        default=None,
+        metavar="URL",
+        help="SQLAlchemy URL shared by all workers (default: sqlite:///RUNS/STUDY/study.db)",
+    )
+    p.add_argument(
+        "--runs",
+        default="results/search",
+        help="trials go to RUNS/STUDY/trial-N (default results/search)",
+    )
+    p.add_argument("--timeout", type=float, default=None, metavar="S", help="stop after S seconds")
+    p.add_argument(
+        "--threads", type=int, default=None, help="threads per worker (default: cores / workers)"
+    )
+    p.add_argument(
+        "--heartbeat",
+        type=int,
+        default=30,
+        metavar="S",
+        help="running trials beat every S seconds; one silent for 3 beats is failed (default 30)",
+    )
+    p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    add_device(p)
+    add_data_dir(p)
+    p.set_defaults(handler=cmd_search_run)
+
+    p = search_sub.add_parser("report", help="Markdown report of a study with figures")
+    p.add_argument("--study", required=True, help="study name")
+    p.add_argument("--storage", default=None, metavar="URL", help="as for search run")
+    p.add_argument("--runs", default="results/search", help="as for search run")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--export-best",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also write the K best trials as experiment files (60,000 training images, test "
+        "every epoch) for `mnistlab confirm`",
+    )
+    p.set_defaults(handler=cmd_search_report)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,10 @@ from torch import nn
 from mnistlab import models
 from mnistlab.errors import MnistlabError
 
-FORMS = "a registered model name, package.module:callable or path/to/file.py:callable"
+FORMS = (
+    "a registered model name, an experiment.toml, package.module:callable or "
+    "path/to/file.py:callable"
+)
 
 
 def _fail(spec: str, problem: str) -> MnistlabError:
@@ -74,6 +77,11 @@ def _find_callable(spec: str) -> Callable[[], object]:
 
 def build_model(spec: str) -> nn.Module:
     """The nn.Module that `spec` names: a registered model, or a user's class or factory."""
+    if spec.endswith(".toml"):  # an experiment file: its [net] table or its model name
+        from mnistlab.config import load_config
+
+        cfg = load_config(spec)
+        return models.build(cfg.model, cfg.net)
     if ":" not in spec:
         return models.create_model(spec)
     factory = _find_callable(spec)

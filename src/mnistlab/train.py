@@ -31,7 +31,7 @@ from mnistlab.data import DatasetSpec, Loader, get_spec, load_split, split_valid
 from mnistlab.device import cpu_info, pick_device, resolve_precision
 from mnistlab.errors import MnistlabError
 from mnistlab.evaluate import predict, summarize_predictions, test_line
-from mnistlab.models import create_model
+from mnistlab.models import build
 from mnistlab.summary import format_table, model_stats, summarize
 
 # ----------------------------------------------------------------------------- set-up
@@ -109,7 +109,7 @@ def setup(
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model).to(device)
+    model = build(cfg.model, cfg.net).to(device)
     if cfg.channels_last:
         # NHWC lets oneDNN/cuDNN pick faster convolution kernels (see `mnistlab bench`).
         model = model.to(memory_format=torch.channels_last)
@@ -437,7 +437,7 @@ def check_compiler() -> None:
 def run_info(cfg: Config, device: torch.device, compile: bool, precision: str) -> dict[str, Any]:
     """run.json at the start: what the run is and what it runs on."""
     with torch.random.fork_rng(devices=[]):  # building a model to measure it draws weights
-        stats = model_stats(create_model(cfg.model), (1, 28, 28))
+        stats = model_stats(build(cfg.model, cfg.net), (1, 28, 28))
     return {
         "name": cfg.name,
         "model": cfg.model,
@@ -482,16 +482,20 @@ def train_run(
     progress: bool = False,
     tensorboard: str | None = None,
     console: bool = True,
+    sinks: tuple[Sink, ...] = (),
 ) -> list[dict]:
-    """Train a new run into `out`; returns its per-epoch records."""
+    """Train a new run into `out`; returns its per-epoch records.
+
+    `sinks` are told after every epoch too, after the run directory has recorded it (a
+    search's pruning sink raises there to stop a trial)."""
     rundir.check_new(out)  # before any data is loaded
     precision = resolve_precision(cfg.precision, device, cpu_info())
     loaders = make_loaders(cfg, device, data_dir)
     parts = setup(cfg, device, len(loaders.train), compile, precision == "bf16")
-    sinks = make_sinks(cfg, loaders, tensorboard, console)
+    all_sinks = make_sinks(cfg, loaders, tensorboard, console)
     with rundir.create(out, cfg, run_info(cfg, device, compile, precision)) as path:
-        sinks.append(RunDirSink(path, cfg, loaders.spec))
-        records, test_log_probs = fit(cfg, parts, loaders, sinks, progress=progress)
+        all_sinks += [RunDirSink(path, cfg, loaders.spec), *sinks]
+        records, test_log_probs = fit(cfg, parts, loaders, all_sinks, progress=progress)
         finish(path, cfg, parts, loaders, records, test_log_probs)
     return records
 
@@ -587,7 +591,7 @@ def train_from_cli(args: argparse.Namespace) -> None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path(args.out) if args.out else Path("runs") / f"{cfg.name}-{stamp}"
         rundir.check_new(out)
-        print(format_table(summarize(create_model(cfg.model))))
+        print(format_table(summarize(build(cfg.model, cfg.net))))
         print(
             f"Training {cfg.name} ({cfg.model}) on {device}, {torch.get_num_threads()} threads"
             f"{', compiled' if args.compile else ''} -> {out}"
