@@ -211,7 +211,9 @@ def trial_line(study, trial) -> str:
     size = f"{attrs['params']:,} params" if "params" in attrs else "not built"
     if state == "COMPLETE":
         return f"trial {trial.number}: {trial.values[0]:.2f}% validation (last {LAST_N}), {size}"
-    reason = attrs.get("infeasible") or attrs.get("error") or ""
+    if state == "INFEASIBLE":
+        return f"trial {trial.number}: infeasible, not trained ({attrs['infeasible']})"
+    reason = attrs.get("error") or ""
     if state == "PRUNED":
         reason = f"after epoch {trial.last_step}"
     return f"trial {trial.number}: {state.lower()}, {size}" + (f" ({reason})" if reason else "")

@@ -8,6 +8,7 @@ importances. Figures are bare matplotlib Figures (no pyplot), as in report.py.
 """
 
 import argparse
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -155,15 +156,27 @@ def pareto_figure(rows: list[dict[str, Any]], space: Space) -> Figure:
     fig = new_figure(FIGSIZE)
     ax = fig.add_subplot()
     done = ranked(rows)
-    ax.scatter([r["params"] for r in done], [r["value"] for r in done], color="C0", s=18,
-               label="completed")  # fmt: skip
+    ax.scatter(
+        [r["params"] for r in done], [r["value"] for r in done], color="C0", s=18, label="completed"
+    )
     front = pareto_front(rows)
     if front:
-        ax.step([r["params"] for r in front], [r["value"] for r in front], where="post",
-                color="C1", marker="o", label="Pareto front")  # fmt: skip
+        ax.step(
+            [r["params"] for r in front],
+            [r["value"] for r in front],
+            where="post",
+            color="C1",
+            marker="o",
+            label="Pareto front",
+        )
         for r in front:
-            ax.annotate(str(r["number"]), (r["params"], r["value"]), textcoords="offset points",
-                        xytext=(4, 4), fontsize=8)  # fmt: skip
+            ax.annotate(
+                str(r["number"]),
+                (r["params"], r["value"]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=8,
+            )
     infeasible = [r["params"] for r in rows if r["state"] == "INFEASIBLE" and r["params"]]
     _bottom_marks(ax, infeasible, "infeasible (not trained)")
     if space.max_params:
@@ -180,11 +193,18 @@ def history_figure(rows: list[dict[str, Any]]) -> Figure:
     fig = new_figure(FIGSIZE)
     ax = fig.add_subplot()
     done = sorted(ranked(rows), key=lambda r: r["number"])
-    ax.scatter([r["number"] for r in done], [r["value"] for r in done], color="C0", s=18,
-               label="completed")  # fmt: skip
+    ax.scatter(
+        [r["number"] for r in done], [r["value"] for r in done], color="C0", s=18, label="completed"
+    )
     pruned = [r for r in rows if r["state"] == "PRUNED" and r["last_val"] is not None]
-    ax.scatter([r["number"] for r in pruned], [r["last_val"] for r in pruned], color="0.6",
-               marker="v", s=18, label="pruned (last validation accuracy)")  # fmt: skip
+    ax.scatter(
+        [r["number"] for r in pruned],
+        [r["last_val"] for r in pruned],
+        color="0.6",
+        marker="v",
+        s=18,
+        label="pruned (last validation accuracy)",
+    )
     if done:
         best, xs, ys = float("-inf"), [], []
         for r in done:
@@ -196,8 +216,9 @@ def history_figure(rows: list[dict[str, Any]]) -> Figure:
     failed = [r["number"] for r in rows if r["state"] == "FAIL"]
     if failed:
         marks = blended_transform_factory(ax.transData, ax.transAxes)
-        ax.scatter(failed, [0.02] * len(failed), marker="s", color="k", transform=marks,
-                   label="failed")  # fmt: skip
+        ax.scatter(
+            failed, [0.02] * len(failed), marker="s", color="k", transform=marks, label="failed"
+        )
     ax.set_xlabel("trial")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title("Optimization history")
@@ -210,8 +231,10 @@ def importances(study) -> dict[str, float] | str:
     """Parameter importances for the first objective, or why there are none."""
     optuna = optuna_module()
     try:
-        # PED-ANOVA ranks what reaches low targets: the accuracy, negated.
-        return optuna.importance.get_param_importances(study, target=lambda t: -t.values[0])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # its advice on small samples
+            # PED-ANOVA ranks what reaches low targets: the accuracy, negated.
+            return optuna.importance.get_param_importances(study, target=lambda t: -t.values[0])
     except (RuntimeError, ValueError, ZeroDivisionError) as e:
         return str(e).splitlines()[0] if str(e) else type(e).__name__
 
