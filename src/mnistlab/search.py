@@ -145,15 +145,16 @@ def open_study(space: Space, name: str, storage, worker: int = 0, create: bool =
 
 
 class PruneSink:
-    """Reports each epoch's validation accuracy to the trial; raises TrialPruned to stop it."""
+    """Reports each epoch's validation accuracy to the trial; raises TrialPruned to stop it
+    (never after the last epoch: a trained trial keeps its result)."""
 
-    def __init__(self, trial) -> None:
-        self.trial = trial
+    def __init__(self, trial, epochs: int) -> None:
+        self.trial, self.epochs = trial, epochs
 
     def epoch(self, records: list[dict], parts) -> None:
         record = records[-1]
         self.trial.report(record["val_acc"], record["epoch"])
-        if self.trial.should_prune():
+        if record["epoch"] < self.epochs and self.trial.should_prune():
             raise optuna_module().TrialPruned(f"pruned after epoch {record['epoch']}")
 
     def close(self) -> None:
@@ -183,7 +184,7 @@ def run_trial(trial, space: Space, runs: Path, device, data_dir) -> float | tupl
     out = Path(runs) / name
     trial.set_user_attr("run", out.as_posix())
     cfg = trial_config(space, name, net, recipe)
-    sinks = (PruneSink(trial),) if space.objective2 == "none" else ()
+    sinks = (PruneSink(trial, cfg.epochs),) if space.objective2 == "none" else ()
     try:
         records = train_run(cfg, out, device, data_dir, console=False, sinks=sinks)
     except optuna.TrialPruned:
@@ -210,7 +211,11 @@ def trial_line(study, trial) -> str:
     attrs = trial.user_attrs
     size = f"{attrs['params']:,} params" if "params" in attrs else "not built"
     if state == "COMPLETE":
-        return f"trial {trial.number}: {trial.values[0]:.2f}% validation (last {LAST_N}), {size}"
+        last = min(LAST_N, attrs.get("epochs", LAST_N))
+        return (
+            f"trial {trial.number}: {trial.values[0]:.2f}% validation accuracy (mean of the last "
+            f"{last} epoch{'s' if last != 1 else ''}), {size}"
+        )
     if state == "INFEASIBLE":
         return f"trial {trial.number}: infeasible, not trained ({attrs['infeasible']})"
     reason = attrs.get("error") or ""
@@ -247,6 +252,11 @@ def work(
         study = open_study(space, study_name, storage, worker)
         optuna.storages.fail_stale_trials(study)  # a killed worker's trial, if its time is up
         done = count_trials(study)
+        if done == 0 and any((runs / study_name).glob("trial-*")):
+            raise MnistlabError(
+                f"{runs / study_name}: holds trials of an earlier study; move them away or "
+                "choose another --study or --runs"
+            )
         if done >= trials:
             print(f"study {study_name!r} holds {done} trials; nothing to do")
             return 0
