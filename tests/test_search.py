@@ -264,12 +264,17 @@ def test_bad_spaces_and_storages_are_one_line(data_dir, tmp_path, capsys):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"postgresql+psycopg://user:secret@127.0.0.1:{port}/x"
-    assert main(["search", "run", str(space), "--trials", "1", "--storage", url]) == 1
+    run = ["search", "run", str(space), "--trials", "1", "--data-dir", str(data_dir)]
+    assert main([*run, "--storage", url]) == 1
     err = capsys.readouterr().err
     assert err.startswith("mnistlab: error: storage postgresql+psycopg://user:***@127.0.0.1")
     assert err.count("\n") == 1 and "secret" not in err
     assert main(["search", "report", "--study", "x", "--storage", url, "--out", "r"]) == 1
     assert capsys.readouterr().err.count("\n") == 1
+    # Missing training images stop the search before a study or a trial exists.
+    runs = tmp_path / "runs"
+    assert main([*run, "--runs", str(runs), "--data-dir", str(tmp_path / "none")]) == 1
+    assert "train-images-idx3-ubyte: missing" in capsys.readouterr().err and not runs.exists()
     assert load_space(ROOT / "searches/under-5k.toml").max_params == 5000
 
 

@@ -231,6 +231,21 @@ def count_trials(study) -> int:
     return len(study.get_trials(deepcopy=False))
 
 
+def check_training_data(space: Space, data_dir) -> None:
+    """The training split's files must be there before a worker asks for trials (else every
+    trial would fail); only their presence is checked, nothing is read."""
+    from mnistlab.data import data_root, fetch_command, find_file, get_spec, raw_dir, split_files
+
+    spec = get_spec(space.experiment.get("dataset", "mnist"))
+    folder = raw_dir(spec, data_root(data_dir))
+    for name in split_files(train=True):
+        if find_file(folder, name) is None:
+            raise MnistlabError(
+                f"{folder / name}: missing; run `{fetch_command(spec, data_dir)}` "
+                "(or pass --data-dir to a folder that has it)"
+            )
+
+
 def work(
     space: Space,
     study_name: str,
@@ -308,6 +323,7 @@ def run_from_cli(args: argparse.Namespace) -> None:
     if args.heartbeat < 1:
         raise MnistlabError(f"--heartbeat {args.heartbeat}: must be >= 1 second")
     space = load_space(args.space)  # a bad space fails here, before any storage is touched
+    check_training_data(space, args.data_dir)
     study = args.study or Path(args.space).stem
     args.runs = Path(args.runs)
     storage = args.storage or default_storage(args.runs, study)
@@ -334,7 +350,12 @@ def run_from_cli(args: argparse.Namespace) -> None:
         )
         return
     # Create the study once, so that the workers only join it.
-    open_study(space, study, open_storage(storage), create=True)
+    import sqlalchemy.exc
+
+    try:
+        open_study(space, study, open_storage(storage), create=True)
+    except sqlalchemy.exc.SQLAlchemyError as e:
+        raise storage_error(storage, e) from None
     procs = [
         subprocess.Popen(worker_command(args, study, storage, i, threads))
         for i in range(args.workers)
