@@ -33,6 +33,11 @@ run: fetch
 	$(BIN)/mnistlab train $(EXPERIMENT) $(TRAIN_FLAGS)
 
 test: $(VENV)/.installed-dev
+	@# The search tests start a PostgreSQL server of their own; on CI, install one if missing.
+	@if [ "$$CI" = true ] && ! command -v initdb >/dev/null && \
+		! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq postgresql >/dev/null; fi
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mnistlab data fetch

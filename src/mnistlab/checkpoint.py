@@ -81,7 +81,7 @@ def model_from_file(path: Path, model: nn.Module | None = None) -> tuple[nn.Modu
     a class defined in a notebook). Returns the model in eval mode on the CPU and the file's
     metadata (config, test_acc, ...).
     """
-    from mnistlab.modelspec import MAIN, build_model, needs_instance
+    from mnistlab.modelspec import MAIN, build_network, needs_instance
 
     path = Path(path)
     obj = load_torch(path)
@@ -91,9 +91,11 @@ def model_from_file(path: Path, model: nn.Module | None = None) -> tuple[nn.Modu
     hint = (
         f"; pass the model: ml.load(run, {needs_instance(name)})" if user and model is None else ""
     )
+    config = obj.get("config")
+    net = config.get("net") if isinstance(config, dict) else None
     if model is None:
         try:
-            model = build_model(name)
+            model = build_network(name, net)  # a [net] model: from the config it holds
         except MnistlabError as e:
             if not user:
                 raise MnistlabError(

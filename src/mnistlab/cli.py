@@ -221,6 +221,20 @@ def cmd_confirm(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search_run(args: argparse.Namespace) -> int:
+    from mnistlab.search import run_from_cli
+
+    run_from_cli(args)
+    return 0
+
+
+def cmd_search_report(args: argparse.Namespace) -> int:
+    from mnistlab.searchreport import report_from_cli
+
+    report_from_cli(args)
+    return 0
+
+
 # ----------------------------------------------------------------------------- results
 
 
@@ -490,6 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_dir(p)
     p.set_defaults(handler=cmd_confirm)
 
+    add_search(sub, command)
+
     # results
     p = command(sub, "compare", "one row per run: params, RF, accuracy, gap, speed")
     p.add_argument("runs", nargs="+", metavar="RUNDIR", help="run directories")
@@ -571,6 +587,66 @@ def os_error_line(e: OSError) -> str:
     reason = e.strerror or type(e).__name__
     where = f"{e.filename}: " if e.filename is not None else ""
     return f"{where}{reason}; check the path and that it can be read or written"
+
+
+def add_search(sub, command: Callable[..., argparse.ArgumentParser]) -> None:
+    search = command(sub, "search", "architecture search on Optuna under a budget")
+    search_sub = search.add_subparsers(dest="search_command", required=True, metavar="ACTION")
+    p = command(
+        search_sub, "run", "run (or continue) a study: trials of a search space, by W local workers"
+    )
+    p.add_argument("space", metavar="SPACE", help="search space TOML file (see searches/)")
+    p.add_argument(
+        "--trials", type=positive, required=True, help="total trials of the study, any state"
+    )
+    p.add_argument("--workers", type=positive, default=1, help="worker processes on this machine")
+    p.add_argument("--study", default=None, help="study name (default: the space file's stem)")
+    p.add_argument(
+        "--storage",
+        default=None,
+        metavar="URL",
+        help="SQLAlchemy URL shared by all workers (default: sqlite:///RUNS/STUDY/study.db)",
+    )
+    p.add_argument("--runs", default="results/search", help="trials go to RUNS/STUDY/trial-N")
+    p.add_argument(
+        "--timeout",
+        type=finite_float,
+        default=None,
+        metavar="S",
+        help="stop after S seconds (default: no limit)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int_in(1, 1024),
+        default=None,
+        help="threads per worker (default: cores / workers)",
+    )
+    p.add_argument(
+        "--heartbeat",
+        type=positive,
+        default=30,
+        metavar="S",
+        help="running trials beat every S seconds; one silent for 3 beats is failed",
+    )
+    p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    add_device(p)
+    add_data_dir(p)
+    p.set_defaults(handler=cmd_search_run)
+
+    p = command(search_sub, "report", "Markdown report of a study with figures")
+    p.add_argument("--study", required=True, help="study name")
+    p.add_argument("--storage", default=None, metavar="URL", help="as for search run")
+    p.add_argument("--runs", default="results/search", help="as for search run")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--export-best",
+        type=int_in(0, INT_MAX),
+        default=0,
+        metavar="K",
+        help="also write the K best trials as experiment files (60,000 training images, test "
+        "every epoch) for `mnistlab confirm`",
+    )
+    p.set_defaults(handler=cmd_search_report)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -112,6 +112,8 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     expect: ExpectConfig = field(default_factory=ExpectConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    # The network as data (models/netspec.py); model is then "net".
+    net: dict[str, Any] = field(default_factory=dict)
 
 
 def _build(cls: type, data: dict[str, Any], where: str, prefix: str = "") -> Any:
@@ -192,16 +194,23 @@ def validate(cfg: Config, where: str) -> Config:
             raise MnistlabError(f"{where}: {path} {rule}, got {value!r}")
 
     from mnistlab.data import DATASETS
-    from mnistlab.models import list_models
+    from mnistlab.models import NET, list_models
+    from mnistlab.models.netspec import check_net
 
-    # A spec with ':' names a user's model (package.module:Class, file.py:Class); building it
-    # checks it.
-    need(
-        cfg.model in list_models(aliases=True) or ":" in cfg.model,
-        "model",
-        f"must be one of {', '.join(list_models())} or package.module:callable",
-        cfg.model,
-    )
+    if cfg.net or cfg.model == NET:
+        need(
+            cfg.model == NET, "model", 'must be "net" (or left out) beside a [net] table', cfg.model
+        )
+        check_net(cfg.net, where)
+    else:
+        # A spec with ':' names a user's model (package.module:Class, file.py:Class);
+        # building it checks it.
+        need(
+            cfg.model in list_models(aliases=True) or ":" in cfg.model,
+            "model",
+            f"must be one of {', '.join(list_models())} or package.module:callable",
+            cfg.model,
+        )
     need(cfg.dataset in DATASETS, "dataset", f"must be one of {', '.join(DATASETS)}", cfg.dataset)
     need(cfg.epochs >= 1, "epochs", "must be >= 1", cfg.epochs)
     need(cfg.batch_size >= 1, "batch_size", "must be >= 1", cfg.batch_size)
@@ -276,6 +285,8 @@ def validate(cfg: Config, where: str) -> Config:
 
 
 def from_dict(data: dict[str, Any], where: str = "config") -> Config:
+    if data.get("net") and "model" not in data:
+        data = {**data, "model": "net"}  # a [net] table is the model
     return validate(_build(Config, data, where), where)
 
 
@@ -349,6 +360,8 @@ def to_dict(cfg: Config) -> dict[str, Any]:
 def override(cfg: Config, where: str = "command line", **changes: Any) -> Config:
     """A copy with dotted keys changed ('optimizer.lr'); None values are ignored."""
     data = to_dict(cfg)
+    if changes.get("model") not in (None, "net"):
+        data["net"] = {}  # a registered model named on the command line replaces [net]
     for key, value in changes.items():
         if value is None:
             continue
@@ -364,7 +377,7 @@ def dumps_toml(data: dict[str, Any]) -> str:
     """TOML text for a config dict: scalars first, then one table per nested dict."""
     lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
     for key, table in data.items():
-        if isinstance(table, dict):
+        if isinstance(table, dict) and table:  # an empty table ([net] unused) is the default
             lines += ["", f"[{key}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
     return "\n".join(lines) + "\n"
 
@@ -375,7 +388,11 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, list | tuple):
+        if any(isinstance(v, dict) for v in value):  # a [net] layer list: one table a line
+            return "[\n" + "".join(f"    {_toml_value(v)},\n" for v in value) + "]"
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
     if isinstance(value, str):
         text = value.replace("\\", "\\\\")
         if "\n" in value:

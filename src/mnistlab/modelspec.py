@@ -20,7 +20,10 @@ from torch import nn
 from mnistlab import models
 from mnistlab.errors import MnistlabError
 
-FORMS = "a registered model name, package.module:callable or path/to/file.py:callable"
+FORMS = (
+    "a registered model name, an experiment.toml, package.module:callable or "
+    "path/to/file.py:callable"
+)
 MAIN = "__main__"
 _USER_PREFIX = "_mnistlab_user_"  # modules loaded from a user's file (see _load_file)
 
@@ -85,6 +88,11 @@ def needs_instance(spec: str) -> str:
 
 def build_model(spec: str) -> nn.Module:
     """The nn.Module that `spec` names: a registered model, or a user's class or factory."""
+    if spec.endswith(".toml"):  # an experiment file: its [net] table or its model name
+        from mnistlab.config import load_config
+
+        cfg = load_config(spec)
+        return models.build(cfg.model, cfg.net)
     if ":" not in spec:
         return models.create_model(spec)
     if spec.startswith(f"{MAIN}:"):
@@ -100,6 +108,15 @@ def build_model(spec: str) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise _fail(spec, f"calling it returned a {type(model).__name__}, not an nn.Module")
     return model
+
+
+def build_network(model: str, net: dict | None = None) -> nn.Module:
+    """The one way a run's network is built: from its [net] table if it has one, else from
+    its model spec (a registered name or a user's callable). Training, checkpoints, summary
+    and export all come here."""
+    if net or model == models.NET:
+        return models.build(model, net)
+    return build_model(model)
 
 
 def spec_of(model: nn.Module | type) -> str:

@@ -37,7 +37,7 @@ from mnistlab.data import DatasetSpec, Loader, get_spec, load_split, split_valid
 from mnistlab.device import cpu_info, pick_device, resolve_precision
 from mnistlab.errors import MnistlabError
 from mnistlab.evaluate import predict, summarize_predictions, test_line
-from mnistlab.modelspec import build_model
+from mnistlab.modelspec import build_network
 from mnistlab.summary import format_table, model_stats, summarize
 
 # What the trainer accepts besides cfg.model: an instance (trained in place) or a class or
@@ -133,7 +133,7 @@ def setup(
         torch.backends.cudnn.deterministic = True
     torch.manual_seed(cfg.seed)
     if model is None:
-        model = build_model(cfg.model)
+        model = build_network(cfg.model, cfg.net)
     elif not isinstance(model, nn.Module):
         model = model()
         if not isinstance(model, nn.Module):
@@ -480,7 +480,7 @@ def run_info(
     """
     with torch.random.fork_rng(devices=[]):  # building a model to measure it draws weights
         if model is None:
-            model = build_model(cfg.model)
+            model = build_network(cfg.model, cfg.net)
         elif not isinstance(model, nn.Module):
             model = model()
         stats = model_stats(model, (1, 28, 28))
@@ -636,7 +636,7 @@ def train_from_cli(args: argparse.Namespace) -> None:
             check_compiler()
         out = Path(args.out) if args.out else default_out(cfg.name)
         rundir.check_new(out)
-        print(format_table(summarize(build_model(cfg.model))))
+        print(format_table(summarize(build_network(cfg.model, cfg.net))))
         print(
             f"Training {cfg.name} ({cfg.model}) on {device}, {torch.get_num_threads()} threads"
             f"{', compiled' if args.compile or cfg.compile else ''} -> {out}"

@@ -40,6 +40,21 @@ def create_model(name: str) -> nn.Module:
     return _MODELS[name]()
 
 
+NET = "net"  # the model name of an experiment whose [net] table declares its network
+
+
+def build(model: str, net: dict | None = None) -> nn.Module:
+    """The one way a run's network is built: from its [net] table if it has one, else the
+    registered model by name. Training, checkpoints, summary and export all come here."""
+    if net:
+        from mnistlab.models.netspec import build_net
+
+        return build_net(net)
+    if model == NET:
+        raise MnistlabError('model "net" needs a [net] table describing the network')
+    return create_model(model)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
