@@ -391,3 +391,41 @@ def test_only_rundir_names_the_run_files():
         for name in ('"metrics.jsonl"', '"run.json"', '"config.toml"', '"predictions.npz"'):
             assert name not in text, f"{path.name} names {name}"
     assert json.dumps(rundir.RUN_FILES)
+
+
+def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path, data_dir):
+    """A real kill: the process dies between two instructions, not at a Python exception."""
+    import signal
+    import time
+
+    experiment = tmp_path / "e.toml"
+    experiment.write_text(
+        'model = "gap_dropout"\nepochs = 4\nbatch_size = 8\nseed = 7\n'
+        '[augment]\nrotation = 10.0\n[scheduler]\nname = "onecycle"\n'
+    )
+    common = ["--threads", "1", "--data-dir", str(data_dir), "--quiet", "--device", "cpu"]
+    command = [sys.executable, "-m", "mnistlab", "train", str(experiment)]
+    full = subprocess.run([*command, "--out", str(tmp_path / "full"), *common], timeout=300)
+    assert full.returncode == 0
+    proc = subprocess.Popen([*command, "--out", str(tmp_path / "killed"), *common])
+    metrics = tmp_path / "killed" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+        assert proc.poll() is None and time.monotonic() < deadline, "no epoch before the kill"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert rundir.read_info(tmp_path / "killed")["finished"] is False  # killed mid-run
+    resumed = subprocess.run(
+        [sys.executable, "-m", "mnistlab", "train", "--resume", str(tmp_path / "killed"), *common],
+        timeout=300,
+    )
+    assert resumed.returncode == 0
+    timing = ("seconds", "images_per_s")
+    a, b = (rundir.read_metrics(tmp_path / name) for name in ("full", "killed"))
+    assert [{k: v for k, v in r.items() if k not in timing} for r in a] == [
+        {k: v for k, v in r.items() if k not in timing} for r in b
+    ]
+    wa = torch.load(tmp_path / "full" / "model.pt", weights_only=True)["model_state"]
+    wb = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)["model_state"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
