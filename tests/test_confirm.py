@@ -68,3 +68,13 @@ def test_bad_thread_lists_are_refused(text, capsys, tmp_path):
     assert err.startswith("mnistlab: error: --threads") and err.count("\n") == 1
     with pytest.raises(MnistlabError):
         parse_counts(text, "--threads")
+
+
+def test_no_train_reads_only_and_refuses_a_missing_run(tmp_path, capsys):
+    experiment = tmp_path / "tiny.toml"
+    experiment.write_text('model = "gap_tiny"\nepochs = 3\n')
+    args = ["confirm", str(experiment), "--seeds", "1", "--threads", "1", "--no-train"]
+    assert main([*args, "--results", str(tmp_path / "results")]) == 1
+    err = capsys.readouterr().err
+    assert "not a finished run" in err and "--no-train" in err and err.count("\n") == 1
+    assert not (tmp_path / "results").exists()

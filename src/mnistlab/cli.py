@@ -499,6 +499,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", default="1,2", help="CPU thread settings, comma-separated")
     p.add_argument("--compile", action="store_true", help="train through torch.compile")
     p.add_argument("--results", default="results", help="where runs go")
+    p.add_argument(
+        "--no-train",
+        action="store_true",
+        help="only read finished runs (a missing one is an error): the table from what is there",
+    )
     p.add_argument("--out", default=None, help="also write the table (Markdown) here")
     add_device(p)
     add_data_dir(p)

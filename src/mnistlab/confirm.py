@@ -141,6 +141,11 @@ def confirm_from_cli(args: argparse.Namespace) -> None:
         if is_run_dir(plan.out) and read_run(plan.out).finished:
             print(f"[{i}/{len(plans)}] {plan.out}: finished, read as it is")
             continue
+        if args.no_train:
+            raise MnistlabError(
+                f"{plan.out}: not a finished run, and --no-train trains nothing; drop --no-train "
+                "to train it"
+            )
         print(f"[{i}/{len(plans)}] training {plan.out}", flush=True)
         done = subprocess.run(train_command(plan, device, args.compile, args.data_dir))
         if done.returncode != 0:
@@ -153,7 +158,7 @@ def confirm_from_cli(args: argparse.Namespace) -> None:
     print(text)
     if args.out:
         atomic_write_text(Path(args.out), text + "\n")
-        print(f"wrote {args.out}")
+        print(f"wrote {args.out}", file=sys.stderr if args.no_train else sys.stdout)
 
 
 def parse_counts(text: str, flag: str) -> list[int]:
