@@ -31,7 +31,7 @@ def test_confirm_trains_every_seed_and_setting_then_reads_them_again(tmp_path, d
     table = (tmp_path / "table.md").read_text()
     assert table.count("\n| ") == 1 + 4  # the rule and four runs
     lowest = min(a for last in lasts for a in last)
-    assert f"lowest of the last-3 accuracies {lowest:.2f}%" in table
+    assert f"lowest of the last-3 accuracies {lowest:.2f}%;" in table
     stamps = [(run / "metrics.jsonl").stat().st_mtime_ns for run in runs]
     capsys.readouterr()
     assert main(args) == 0  # everything is there: read, not retrained

@@ -119,13 +119,14 @@ def format_markdown(rows: list[dict[str, Any]], total: dict[str, Any]) -> str:
             f"{r['last3_mean']:.2f} | {'yes' if r['holds'] else '**no**'} |"
         )
     cpus = sorted({f"{r['cpu']} ({', '.join(r['cpu_flags']) or 'no listed flags'})" for r in rows})
+    # Short lines: the table goes into the README as it is.
     lines += [
         "",
-        f"Over {total['runs']} runs: lowest of the last-{LAST_N} accuracies "
-        f"{total['min']:.2f}%, mean of the last-{LAST_N} means "
-        f"{total['mean_of_last3_means']:.2f}%, {total['holding']} of {total['runs']} runs at "
-        f"or above {LINE}% in each of their last {LAST_N} epochs.",
-        f"CPU: {'; '.join(cpus)}.",
+        f"Over {total['runs']} runs: lowest of the last-{LAST_N} accuracies {total['min']:.2f}%; "
+        f"mean of the last-{LAST_N} means {total['mean_of_last3_means']:.2f}%;",
+        f"{total['holding']} of {total['runs']} runs at or above {LINE}% in each of their "
+        f"last {LAST_N} epochs.",
+        *[f"CPU: {cpu}." for cpu in cpus],
     ]
     return "\n".join(lines)
 
