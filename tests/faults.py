@@ -26,6 +26,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -467,3 +469,29 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--with-write-fault"]:
         raise SystemExit(_main_with_write_fault(sys.argv[2:]))
     raise SystemExit("usage: faults.py --on-disk SPEC RESULT | --with-write-fault ARGS...")
+
+
+# ----------------------------------------------------------------------------- interrupted runs
+
+
+@contextmanager
+def interrupted_in_epoch(epoch: int, work_batches: int = 0) -> Iterator[None]:
+    """Training in the block stops with KeyboardInterrupt in `epoch`, as Ctrl-C would, after
+    `work_batches` of its batches (work that is then lost); the block must be stopped so."""
+    from mnistlab import train
+
+    original = train.train_epoch
+
+    def stop(parts, loader, at, progress=False, max_batches=None):
+        if at == epoch:
+            if work_batches:
+                original(parts, loader, at, max_batches=work_batches)
+            raise KeyboardInterrupt
+        return original(parts, loader, at, progress, max_batches)
+
+    train.train_epoch = stop
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        train.train_epoch = original

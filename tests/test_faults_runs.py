@@ -51,7 +51,7 @@ def test_tables_where_nothing_can_be_written(tmp_path, cli, command, where):
 def test_train_whose_first_writes_fail_leaves_no_folder(
     tmp_path, data_dir, cli, write_fault, after
 ):
-    # after 0: config.toml; 1: run.json; 2: the first epoch's metrics.jsonl
+    # after 0: config.toml; 1: run.json; 2: the first epoch's checkpoint.pt
     write_fault("ENOSPC", after=after)
     before = snapshot(tmp_path)
     assert_one_line_failure(cli(*train_args(tmp_path / "a" / "run", data_dir)), "No space")
@@ -60,10 +60,10 @@ def test_train_whose_first_writes_fail_leaves_no_folder(
 
 
 def test_train_failing_in_its_second_epoch_keeps_the_first(tmp_path, data_dir, cli, write_fault):
-    # config.toml, run.json, then epoch 1's metrics.jsonl and checkpoint.pt; epoch 2 fails
+    # config.toml, run.json, then epoch 1's checkpoint.pt and metrics.jsonl; epoch 2 fails
     write_fault("ENOSPC", after=4)
     out = tmp_path / "run"
-    assert_one_line_failure(cli(*train_args(out, data_dir)), "No space", "metrics.jsonl")
+    assert_one_line_failure(cli(*train_args(out, data_dir)), "No space", "checkpoint.pt")
     assert sorted(p.name for p in out.iterdir()) == [
         "checkpoint.pt",
         "config.toml",
@@ -80,7 +80,7 @@ def test_resume_whose_writes_fail_changes_nothing(tmp_path, data_dir, cli, write
     before = snapshot(tmp_path)
     write_fault("EIO", after=0)
     result = cli("train", "--resume", str(out), "--data-dir", str(data_dir), "--quiet")
-    assert_one_line_failure(result, "metrics.jsonl", "Input/output error")
+    assert_one_line_failure(result, "checkpoint.pt", "Input/output error")
     assert snapshot(tmp_path) == before
 
 

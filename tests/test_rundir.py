@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from faults import interrupted_in_epoch
 
 from mnistlab import rundir
 from mnistlab import train as train_module
@@ -96,15 +97,7 @@ def test_a_failed_start_into_an_empty_folder_keeps_the_folder(tmp_path, data_dir
 
 
 def test_a_run_failing_later_keeps_its_finished_epochs(tmp_path, data_dir, monkeypatch):
-    original = train_module.train_epoch
-
-    def fail_in_epoch_2(parts, loader, epoch, progress=False, max_batches=None):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return original(parts, loader, epoch, progress, max_batches)
-
-    monkeypatch.setattr(train_module, "train_epoch", fail_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_in_epoch(2):
         train_run(tiny_config(), tmp_path / "run", CPU, data_dir, console=False)
     assert len(rundir.read_metrics(tmp_path / "run")) == 1
     assert rundir.read_checkpoint(tmp_path / "run")["epoch"] == 1
@@ -114,17 +107,8 @@ def test_a_run_failing_later_keeps_its_finished_epochs(tmp_path, data_dir, monke
 
 
 def test_a_locked_run_is_refused_naming_the_holder(tmp_path, data_dir, capsys, monkeypatch):
-    original = train_module.train_epoch
-
-    def stop_in_epoch_2(parts, loader, epoch, progress=False, max_batches=None):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return original(parts, loader, epoch, progress, max_batches)
-
-    monkeypatch.setattr(train_module, "train_epoch", stop_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_in_epoch(2):
         train_run(tiny_config(), tmp_path / "run", CPU, data_dir, console=False)
-    monkeypatch.setattr(train_module, "train_epoch", original)
     before = files_under(tmp_path / "run")
     with rundir.locked(tmp_path / "run"):  # as a training in this process would hold it
         code = main(["train", "--resume", str(tmp_path / "run"), "--data-dir", str(data_dir)])
@@ -285,17 +269,8 @@ def test_test_at_end_measures_the_last_epoch_only(tmp_path, data_dir):
 def test_ema_weights_are_what_is_evaluated_saved_and_resumed(tmp_path, data_dir, monkeypatch):
     cfg = tiny_config(epochs=3, ema=0.9)
     full = train_run(cfg, tmp_path / "full", CPU, data_dir, console=False)
-    original = train_module.train_epoch
-
-    def stop_in_epoch_3(parts, loader, epoch, progress=False, max_batches=None):
-        if epoch == 3:
-            raise KeyboardInterrupt
-        return original(parts, loader, epoch, progress, max_batches)
-
-    monkeypatch.setattr(train_module, "train_epoch", stop_in_epoch_3)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_in_epoch(3):
         train_run(cfg, tmp_path / "killed", CPU, data_dir, console=False)
-    monkeypatch.setattr(train_module, "train_epoch", original)
     resumed = resume_run(tmp_path / "killed", CPU, data_dir, console=False)
     timing = ("seconds", "images_per_s")
     strip = [{k: v for k, v in r.items() if k not in timing} for r in full]
@@ -429,3 +404,19 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path, data_
     wa = torch.load(tmp_path / "full" / "model.pt", weights_only=True)["model_state"]
     wb = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)["model_state"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_killed_between_checkpoint_and_metrics_resumes_exactly(tmp_path, data_dir, write_fault):
+    cfg = tiny_config(epochs=3)
+    full = train_run(cfg, tmp_path / "full", CPU, data_dir, console=False)
+    write_fault("EIO", after=1, match="metrics.jsonl")  # epoch 2's checkpoint is written
+    with pytest.raises(MnistlabError, match="metrics.jsonl"):
+        train_run(cfg, tmp_path / "run", CPU, data_dir, console=False)
+    assert rundir.read_checkpoint(tmp_path / "run")["epoch"] == 2
+    assert len(rundir.read_metrics(tmp_path / "run")) == 1
+    write_fault("EIO", after=10**6)  # writes work again
+    resumed = resume_run(tmp_path / "run", CPU, data_dir, console=False)
+    timing = ("seconds", "images_per_s")
+    assert [{k: v for k, v in r.items() if k not in timing} for r in resumed] == [
+        {k: v for k, v in r.items() if k not in timing} for r in full
+    ]

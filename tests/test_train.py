@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from faults import interrupted_in_epoch
 
 from mnistlab import train as train_module
 from mnistlab.checkpoint import load_torch
@@ -91,19 +92,9 @@ def test_kill_and_resume_equals_uninterrupted(
 ) -> None:
     uninterrupted = train_to_end(small_config(), tmp_path / "full", data_dir, device)
 
-    original = train_module.train_epoch
-
-    def killed_in_epoch_3(parts, loader, epoch, progress=False, max_batches=None):
-        if epoch == 3:
-            original(parts, loader, epoch, max_batches=4)  # some work that is then lost
-            raise KeyboardInterrupt
-        return original(parts, loader, epoch, progress, max_batches)
-
-    monkeypatch.setattr(train_module, "train_epoch", killed_in_epoch_3)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_in_epoch(3, work_batches=4):
         train_run(small_config(), tmp_path / "killed", device, data_dir, console=False)
     assert load_torch(tmp_path / "killed" / "checkpoint.pt")["epoch"] == 2
-    monkeypatch.setattr(train_module, "train_epoch", original)
 
     resume_run(tmp_path / "killed", device, data_dir)
     assert f"Resuming {tmp_path / 'killed'} at epoch 3 of 3" in capsys.readouterr().out
@@ -128,17 +119,8 @@ def test_compiled_run_is_deterministic_and_resumes_compiled(
 
 
 def test_a_compiled_run_resumes_compiled(tmp_path: Path, data_dir: Path, monkeypatch) -> None:
-    original = train_module.train_epoch
-
-    def killed_in_epoch_2(parts, loader, epoch, progress=False, max_batches=None):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return original(parts, loader, epoch, progress, max_batches)
-
-    monkeypatch.setattr(train_module, "train_epoch", killed_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_in_epoch(2):
         train_run(small_config(epochs=2), tmp_path / "run", CPU, data_dir, console=False)
-    monkeypatch.setattr(train_module, "train_epoch", original)
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     (tmp_path / "run" / "run.json").write_text(json.dumps({**info, "compile": True}))
     compiled = []

@@ -204,13 +204,19 @@ def read_metrics(path: str | Path, required: bool = True) -> list[dict[str, Any]
     return records
 
 
-def read_run(path: str | Path) -> Run:
-    """Read and check a run directory's run.json, config.toml and metrics.jsonl."""
+def existing_run_dir(path: str | Path, hint: str = "") -> Path:
+    """`path` if it is a run directory, else the one-line error saying what it is instead."""
     path = Path(path)
     if not path.is_dir():
         raise MnistlabError(f"{path}: no such run directory")
     if not is_run_dir(path):
-        raise MnistlabError(f"{path}: not a run directory (no {RUN_INFO})")
+        raise MnistlabError(f"{path}: not a run directory (no {RUN_INFO}){hint}")
+    return path
+
+
+def read_run(path: str | Path) -> Run:
+    """Read and check a run directory's run.json, config.toml and metrics.jsonl."""
+    path = existing_run_dir(path)
     info = read_info(path)
     config = read_config_dict(path)
     metrics = read_metrics(path)
@@ -415,11 +421,7 @@ def resumable(path: str | Path) -> tuple[Config, dict[str, Any], list[dict[str, 
     A checkpoint that is missing while metrics say epochs are done is an error (resuming
     from nothing would quietly retrain from epoch 1).
     """
-    path = Path(path)
-    if not path.is_dir():
-        raise MnistlabError(f"{path}: no such run directory")
-    if not is_run_dir(path):
-        raise MnistlabError(f"{path}: not a run directory (no {RUN_INFO}); nothing to resume")
+    path = existing_run_dir(path, "; nothing to resume")
     info = read_info(path)
     cfg = read_config(path)
     metrics = read_metrics(path, required=False)

@@ -372,8 +372,12 @@ class RunDirSink:
         self.path, self.cfg, self.spec = path, cfg, spec
 
     def epoch(self, records: list[dict], parts: Parts) -> None:
+        # The checkpoint first, holding the epoch's record: a process killed between the two
+        # writes leaves metrics one epoch behind, and resume takes the record from the
+        # checkpoint. (The other order would leave metrics with no checkpoint to go on from.)
+        state = checkpoint_state(self.cfg, parts, records[-1]["epoch"])
+        rundir.write_checkpoint(self.path, {**state, "record": records[-1]})
         rundir.write_metrics(self.path, records)
-        rundir.write_checkpoint(self.path, checkpoint_state(self.cfg, parts, records[-1]["epoch"]))
 
     def close(self) -> None:
         pass
@@ -573,11 +577,7 @@ def resume_run(
         if has_checkpoint:
             state = rundir.read_checkpoint(path)
             start_epoch = state["epoch"] + 1
-            if start_epoch - 1 > len(metrics) or len(metrics) - (start_epoch - 1) > 1:
-                raise MnistlabError(
-                    f"{path}: checkpoint.pt is from epoch {start_epoch - 1} but metrics.jsonl "
-                    f"records {len(metrics)}; the run directory is damaged"
-                )
+            metrics = records_at_checkpoint(metrics, state, path)
         loaders = make_loaders(cfg, device, data_dir)
         compile = bool(info.get("compile", False))
         parts = setup(cfg, device, len(loaders.train), compile, info.get("precision") == "bf16")
@@ -592,6 +592,24 @@ def resume_run(
         )
         finish(path, cfg, parts, loaders, records, test_log_probs)
     return records
+
+
+def records_at_checkpoint(metrics: list[dict], state: dict, path: Path) -> list[dict]:
+    """The epoch records up to the checkpoint's epoch.
+
+    Killed between its two writes, a run has a checkpoint one epoch ahead of metrics.jsonl
+    (its record is in the checkpoint), or, written by an earlier version of this tool, the
+    reverse (that epoch is trained again, exactly). Anything else is damage.
+    """
+    done = state["epoch"]
+    if len(metrics) == done - 1 and isinstance(state.get("record"), dict):
+        return [*metrics, state["record"]]
+    if len(metrics) in (done, done + 1):
+        return metrics[:done]
+    raise MnistlabError(
+        f"{path}: checkpoint.pt is from epoch {done} but metrics.jsonl records {len(metrics)}; "
+        "the run directory is damaged"
+    )
 
 
 def make_sinks(cfg: Config, loaders: Loaders, tensorboard: str | None, console: bool) -> list:
