@@ -76,8 +76,6 @@ report: $(VENV)/.installed
 	$(BIN)/mnistlab compare $(FINAL_RUNS) --format markdown --columns $(FINAL_COLUMNS) \
 		--out results/final-compare.md
 	$(BIN)/mnistlab compare results/cuda --format markdown --out results/cuda/compare.md
-	$(BIN)/mnistlab confirm $(EXPERIMENT) --seeds 5 --threads 1,2 --compile --no-train \
-		--out results/final-confirm.md > /dev/null
 	$(BIN)/mnistlab summary seed > results/seed-summary.txt
 	$(BIN)/mnistlab report $(RUNS) --final $(SHIP_RUN) --out reports
 	$(BIN)/mnistlab predict examples/digits/*.png examples/digits/*.jpg examples/digits/*.gif \
