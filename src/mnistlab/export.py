@@ -91,10 +91,9 @@ def export_model(model: nn.Module, fmt: str, out: str | Path, info: dict[str, An
     data = export_onnx(model, info) if fmt == "onnx" else export_torchscript(model, info)
     try:
         write_files({out: data})
-    except (OSError, MnistlabError) as e:
-        reason = e.reason if isinstance(e, WriteError) else (getattr(e, "strerror", None) or e)
+    except WriteError as e:
         raise MnistlabError(
-            f"--out {out}: cannot write the {fmt} file ({reason}); nothing was written; "
+            f"--out {out}: cannot write the {fmt} file ({e.reason}); nothing was written; "
             "choose a writable path with free space"
         ) from None
     return len(data)

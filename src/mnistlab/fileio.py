@@ -25,10 +25,6 @@ class WriteError(MnistlabError):
         )
 
 
-def write_error(path: Path, e: OSError) -> WriteError:
-    return WriteError(path, e)
-
-
 def make_dirs(folder: Path) -> list[Path]:
     """mkdir -p that returns the folders it created (outermost first), for cleaning up.
 
@@ -85,7 +81,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except OSError as e:
         tmp.unlink(missing_ok=True)
         remove_dirs(created)
-        raise write_error(path, e) from None
+        raise WriteError(path, e) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         remove_dirs(created)
@@ -100,7 +96,8 @@ def write_files(files: dict[Path, bytes]) -> None:
     """Write several files, each atomically; if one fails, the new ones already written go.
 
     Folders the call created are removed again too, so a failed report or export leaves
-    the disk as it was (files it replaced keep their new content: each is whole).
+    the disk as it was (files it replaced keep their new content: each is whole). Any
+    failure to write is a WriteError.
     """
     created: list[Path] = []
     new: list[Path] = []
@@ -108,8 +105,11 @@ def write_files(files: dict[Path, bytes]) -> None:
         for path, data in files.items():
             path = Path(path)
             created += make_dirs(path.parent)
-            if not path.exists():
-                new.append(path)
+            try:
+                if not path.exists():
+                    new.append(path)
+            except OSError as e:  # exists() lets some errors through (EACCES on a parent)
+                raise WriteError(path, e) from None
             atomic_write_bytes(path, data)
     except BaseException:
         for path in new:

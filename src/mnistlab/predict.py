@@ -240,10 +240,9 @@ def save_previews(folder: Path, results: list[Prediction]) -> None:
     made and is one error naming the folder."""
     try:
         write_files(preview_files(folder, results))
-    except (OSError, MnistlabError) as e:
-        reason = e.reason if isinstance(e, WriteError) else (getattr(e, "strerror", None) or e)
+    except WriteError as e:
         raise MnistlabError(
-            f"--show-preprocessed {folder}: cannot write the previews ({reason}); "
+            f"--show-preprocessed {folder}: cannot write the previews ({e.reason}); "
             "no preview was kept; choose a writable folder"
         ) from None
 
