@@ -246,9 +246,9 @@ def test_a_validation_only_run_never_reads_the_test_set(tmp_path, data_dir, monk
 
     real = data.load_split
 
-    def no_test_split(name, train=True, root=None):
+    def no_test_split(name, train=True, root=None, limit=0):
         assert train, "the test split was read"
-        return real(name, train=train, root=root)
+        return real(name, train, root, limit)
 
     monkeypatch.setattr(train_module, "load_split", no_test_split)
     cfg = tiny_config(val_size=64, test="never")

@@ -115,9 +115,9 @@ def one_thread():
 def test_a_search_never_reads_the_test_set(data_dir, tmp_path, monkeypatch, capsys, one_thread):
     read = []
 
-    def recording_load_split(dataset="mnist", train=True, root=None):
+    def recording_load_split(dataset="mnist", train=True, root=None, limit=0):
         read.append(train)
-        return load_split(dataset, train, root)
+        return load_split(dataset, train, root, limit)
 
     load_split = train.load_split
     monkeypatch.setattr(train, "load_split", recording_load_split)

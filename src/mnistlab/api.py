@@ -127,9 +127,7 @@ def load_data(
     if batch_size < 1:
         raise MnistlabError(f"load_data: batch_size must be >= 1, got {batch_size!r}")
     spec = get_spec(dataset)
-    images, labels = load_split(spec.name, train=split == "train", root=data_dir)
-    if limit:
-        images, labels = images[:limit], labels[:limit]
+    images, labels = load_split(spec.name, split == "train", data_dir, limit)
     loader = Loader(
         images,
         labels,

@@ -214,9 +214,10 @@ def content_problem(array: np.ndarray, labels: bool, num_classes: int = 10) -> s
 
 
 def load_split(
-    dataset: str = "mnist", train: bool = True, root: Path | None = None
+    dataset: str = "mnist", train: bool = True, root: Path | None = None, limit: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One split as (uint8 images [N, 28, 28], int64 labels [N]) on the CPU."""
+    """One split as (uint8 images [N, 28, 28], int64 labels [N]) on the CPU; with `limit`,
+    only its first images (0 or None: all)."""
     spec = get_spec(dataset)
     directory = raw_dir(spec, data_root(root))
     paths = []
@@ -239,6 +240,8 @@ def load_split(
             f"{paths[0]}: {len(images)} images but {paths[1].name} has {len(labels)} labels; "
             f"the files belong to different sets, delete them and run `{fetch_command(spec, root)}`"
         )
+    if limit:
+        images, labels = images[:limit], labels[:limit]
     return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
 
 

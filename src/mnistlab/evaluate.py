@@ -76,9 +76,7 @@ def evaluate_model(
     from mnistlab.data import get_spec, load_split
 
     spec = get_spec(meta.get("dataset", "mnist"))
-    images, labels = load_split(spec.name, train=split == "train", root=data_dir)
-    if limit:
-        images, labels = images[:limit], labels[:limit]
+    images, labels = load_split(spec.name, split == "train", data_dir, limit)
     loader = Loader(
         images,
         labels,

@@ -173,12 +173,7 @@ class Loaders:
 def make_loaders(cfg: Config, device: torch.device, data_dir=None) -> Loaders:
     """The splits as tensors on the device; the test split is not even read for test='never'."""
     spec = get_spec(cfg.dataset)
-    train_images, train_labels = load_split(spec.name, train=True, root=data_dir)
-    if cfg.limit_train:
-        train_images, train_labels = (
-            train_images[: cfg.limit_train],
-            train_labels[: cfg.limit_train],
-        )
+    train_images, train_labels = load_split(spec.name, True, data_dir, cfg.limit_train)
     norm = dict(mean=spec.mean, std=spec.std, device=device, channels_last=cfg.channels_last)
     val = test = None
     if cfg.val_size:
@@ -192,9 +187,7 @@ def make_loaders(cfg: Config, device: torch.device, data_dir=None) -> Loaders:
         )
         val = Loader(val_images, val_labels, cfg.test_batch_size, **norm)
     if cfg.test != "never":
-        test_images, test_labels = load_split(spec.name, train=False, root=data_dir)
-        if cfg.limit_test:
-            test_images, test_labels = test_images[: cfg.limit_test], test_labels[: cfg.limit_test]
+        test_images, test_labels = load_split(spec.name, False, data_dir, cfg.limit_test)
         test = Loader(test_images, test_labels, cfg.test_batch_size, **norm)
     train = Loader(
         train_images,
