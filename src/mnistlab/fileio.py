@@ -40,7 +40,10 @@ def make_dirs(folder: Path) -> list[Path]:
     for path in reversed(missing):
         try:
             path.mkdir()
-        except FileExistsError:  # a file where a folder should be
+        except FileExistsError:
+            if path.is_dir():  # another process made it meanwhile: theirs, not ours to remove
+                continue
+            # a file where a folder should be
             remove_dirs(made)
             code = errno.ENOTDIR
             raise WriteError(path, NotADirectoryError(code, os.strerror(code))) from None
