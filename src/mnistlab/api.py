@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mnistlab.config import Config, from_dict, load_config, to_dict
+from mnistlab.config import Config, from_dict, load_config, name_for_model, to_dict
 from mnistlab.data import Loader, get_spec, load_split
 from mnistlab.device import pick_device
 from mnistlab.errors import MnistlabError
@@ -34,7 +34,7 @@ from mnistlab.modelspec import build_model, spec_of
 from mnistlab.predict import Prediction, checkpoint_path, predict_arrays, predict_files
 from mnistlab.rundir import Run, load_model, read_run
 from mnistlab.summary import Summary, summarize_checked
-from mnistlab.train import Parts, check_compiler, default_out, run_name, train_run
+from mnistlab.train import Parts, check_compiler, default_out, train_run
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -196,7 +196,7 @@ def _experiment(target: Any) -> tuple[Config, Any]:
     if isinstance(target, Path) or (isinstance(target, str) and target.endswith(".toml")):
         return load_config(target), None
     if isinstance(target, str):
-        return Config(name=run_name(target), model=target), None
+        return Config(name=name_for_model(target), model=target), None
     raise MnistlabError(
         f"train: got a {type(target).__name__}; pass an nn.Module, a registered model name, "
         "'package.module:Class', an experiment .toml file or a Config"

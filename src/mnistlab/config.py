@@ -448,14 +448,18 @@ def cli_overrides(cfg: Config, args: Any) -> Config:
     return cfg
 
 
+def name_for_model(spec: str) -> str:
+    """A run's default name for a model spec: the name, or what follows the ':'
+    (path/net.py:Net -> Net)."""
+    return spec.rpartition(":")[2]
+
+
 def config_from_cli(args: Any) -> Config:
     """The experiment `mnistlab train` runs: args.experiment (else the defaults, named after
     --model) with the flags applied."""
     experiment = getattr(args, "experiment", None)
     model = getattr(args, "model", None)
-    # a spec like path/net.py:Net names its run after what follows the ":"
-    name = (model or "seed").rpartition(":")[2]
-    cfg = load_config(experiment) if experiment else Config(name=name)
+    cfg = load_config(experiment) if experiment else Config(name=name_for_model(model or "seed"))
     return cli_overrides(cfg, args)
 
 

@@ -18,7 +18,6 @@ Every read checks what it returns and fails as one MnistlabError naming the file
 write is atomic (fileio). A training holds an exclusive lock on the folder for its life.
 """
 
-import dataclasses
 import fcntl
 import io
 import json
@@ -42,7 +41,7 @@ from mnistlab.checkpoint import (
     model_from_file,
     save_torch,
 )
-from mnistlab.config import Config, dumps_toml, from_dict
+from mnistlab.config import Config, dumps_toml, from_dict, to_dict
 from mnistlab.errors import MnistlabError
 from mnistlab.fileio import atomic_write_bytes, atomic_write_text, make_dirs, remove_dirs
 
@@ -331,7 +330,7 @@ def create(path: str | Path, cfg: Config, info: dict[str, Any]) -> Iterator[Path
             held = True
             check_new(path)  # another process may have started a run here meanwhile
             try:
-                atomic_write_text(path / CONFIG, dumps_toml(_config_dict(cfg)))
+                atomic_write_text(path / CONFIG, dumps_toml(to_dict(cfg)))
                 write_info(path, {**info, "finished": False})
                 yield path
             except BaseException:
@@ -345,18 +344,6 @@ def create(path: str | Path, cfg: Config, info: dict[str, Any]) -> Iterator[Path
         if held and not (path / METRICS).exists():
             remove_dirs(created)
         raise
-
-
-@contextmanager
-def reopen(path: str | Path) -> Iterator[Path]:
-    """An existing run directory, locked for the block (resume)."""
-    path = Path(path)
-    with locked(path):
-        yield path
-
-
-def _config_dict(cfg: Config) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
 
 
 def write_info(path: Path, info: dict[str, Any]) -> None:
@@ -407,7 +394,7 @@ def final_model_state(
     return model_file_state(
         cfg.model,
         model.state_dict(),
-        config=_config_dict(cfg),
+        config=to_dict(cfg),
         test_acc=test_acc,
         dataset=cfg.dataset,
         mean=mean,

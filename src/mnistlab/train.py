@@ -32,7 +32,7 @@ with warnings.catch_warnings():
 
 from mnistlab import rundir
 from mnistlab.augment import make_augment
-from mnistlab.config import Config, config_from_cli
+from mnistlab.config import Config, config_from_cli, to_dict
 from mnistlab.data import DatasetSpec, Loader, get_spec, load_split, split_validation
 from mnistlab.device import cpu_info, pick_device, resolve_precision
 from mnistlab.errors import MnistlabError
@@ -132,16 +132,7 @@ def setup(
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
     torch.manual_seed(cfg.seed)
-    if model is None:
-        model = build_network(cfg.model, cfg.net)
-    elif not isinstance(model, nn.Module):
-        model = model()
-        if not isinstance(model, nn.Module):
-            raise MnistlabError(
-                f"model {cfg.model!r}: calling it returned a {type(model).__name__}, "
-                "not an nn.Module"
-            )
-    model = model.to(device)
+    model = instantiate(cfg, model).to(device)
     if cfg.channels_last:
         # NHWC lets oneDNN/cuDNN pick faster convolution kernels (see `mnistlab bench`).
         model = model.to(memory_format=torch.channels_last)
@@ -159,6 +150,20 @@ def setup(
         # model is evaluated as a whole.
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
     return Parts(model, step_model, optimizer, scheduler, per_batch, ema, bf16, cfg.label_smoothing)
+
+
+def instantiate(cfg: Config, model: ModelArg | None = None) -> nn.Module:
+    """The network to train: cfg's model built, `model` itself, or `model` called."""
+    if model is None:
+        return build_network(cfg.model, cfg.net)
+    if isinstance(model, nn.Module):
+        return model
+    built = model()
+    if not isinstance(built, nn.Module):
+        raise MnistlabError(
+            f"model {cfg.model!r}: calling it returned a {type(built).__name__}, not an nn.Module"
+        )
+    return built
 
 
 @dataclass
@@ -361,8 +366,8 @@ class ConsoleSink:
 class RunDirSink:
     """metrics.jsonl and checkpoint.pt after every epoch: what --resume continues from."""
 
-    def __init__(self, path: Path, cfg: Config, spec: DatasetSpec) -> None:
-        self.path, self.cfg, self.spec = path, cfg, spec
+    def __init__(self, path: Path, cfg: Config) -> None:
+        self.path, self.cfg = path, cfg
 
     def epoch(self, records: list[dict], parts: Parts) -> None:
         # The checkpoint first, holding the epoch's record: a process killed between the two
@@ -410,12 +415,10 @@ class TensorBoardSink:
 
 
 def checkpoint_state(cfg: Config, parts: Parts, epoch: int) -> dict[str, Any]:
-    import dataclasses
-
     return {
         "epoch": epoch,
         "model_name": cfg.model,
-        "config": dataclasses.asdict(cfg),
+        "config": to_dict(cfg),
         "model_state": parts.model.state_dict(),
         "optimizer_state": parts.optimizer.state_dict(),
         "scheduler_state": parts.scheduler.state_dict() if parts.scheduler else None,
@@ -476,11 +479,7 @@ def run_info(
     `model` as for setup, before setup moves it (channels_last can hide a flatten's RF).
     """
     with torch.random.fork_rng(devices=[]):  # building a model to measure it draws weights
-        if model is None:
-            model = build_network(cfg.model, cfg.net)
-        elif not isinstance(model, nn.Module):
-            model = model()
-        stats = model_stats(model, (1, 28, 28))
+        stats = model_stats(instantiate(cfg, model), (1, 28, 28))
     return {
         "name": cfg.name,
         "model": cfg.model,
@@ -542,7 +541,7 @@ def train_run(
     extra = list(sinks or [])
     sinks = make_sinks(cfg, loaders, tensorboard, console)
     with rundir.create(out, cfg, info) as path:
-        sinks += [RunDirSink(path, cfg, loaders.spec), *extra]
+        sinks += [RunDirSink(path, cfg), *extra]
         records, test_log_probs = fit(cfg, parts, loaders, sinks, progress=progress)
         finish(path, cfg, parts, loaders, records, test_log_probs)
     return records
@@ -565,7 +564,7 @@ def resume_run(
     cfg, info, metrics, has_checkpoint = rundir.resumable(path)  # before any data is loaded
     if info.get("finished") is True and len(metrics) >= cfg.epochs:
         return None
-    with rundir.reopen(path):
+    with rundir.locked(path):
         start_epoch, state = 1, None
         if has_checkpoint:
             state = rundir.read_checkpoint(path)
@@ -577,7 +576,7 @@ def resume_run(
         if state is not None:
             restore(parts, state, cfg, path / rundir.CHECKPOINT)
         sinks = make_sinks(cfg, loaders, tensorboard, console)
-        sinks.append(RunDirSink(path, cfg, loaders.spec))
+        sinks.append(RunDirSink(path, cfg))
         if console:
             print(f"Resuming {path} at epoch {start_epoch} of {cfg.epochs}")
         records, test_log_probs = fit(
@@ -611,11 +610,6 @@ def make_sinks(cfg: Config, loaders: Loaders, tensorboard: str | None, console: 
     if logdir:
         sinks.append(TensorBoardSink(logdir))
     return sinks
-
-
-def run_name(model: str) -> str:
-    """A run's default name for a model spec: the name, or what follows the ':'."""
-    return model.rpartition(":")[2]
 
 
 def default_out(name: str, root: str | Path = "runs") -> Path:
