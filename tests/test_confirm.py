@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from mnistlab.cli import main
-from mnistlab.confirm import parse_counts, run_folder, summarize
+from mnistlab.confirm import parse_counts, summarize
 from mnistlab.errors import MnistlabError
+from mnistlab.rundir import run_folder
 
 
 def test_confirm_trains_every_seed_and_setting_then_reads_them_again(tmp_path, data_dir, capsys):

@@ -622,7 +622,7 @@ def add_search(sub, command: Callable[..., argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--threads",
-        type=int_in(1, 1024),
+        type=int_in(1, MAX_THREADS),
         default=None,
         help="threads per worker (default: cores / workers)",
     )

@@ -21,16 +21,10 @@ from typing import Any
 from mnistlab.config import load_config
 from mnistlab.errors import MnistlabError
 from mnistlab.fileio import atomic_write_text
-from mnistlab.rundir import is_run_dir, read_info, read_run
+from mnistlab.rundir import is_run_dir, read_info, read_run, run_folder
 
 LINE = 99.4  # the target: test accuracy (%) in each of the last 3 epochs
 LAST_N = 3
-
-
-def run_folder(results: Path, experiment: str, device: str, threads: int, compiled: bool, seed):
-    """results/<experiment>/<device>-<threads>t[-compiled]/seed<N>."""
-    setting = f"{device.split(':')[0]}-{threads}t{'-compiled' if compiled else ''}"
-    return Path(results) / experiment / setting / f"seed{seed}"
 
 
 @dataclasses.dataclass

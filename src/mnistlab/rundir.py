@@ -90,6 +90,14 @@ class Run:
         return self.config.get("name", self.name)
 
 
+def run_folder(
+    results: Path, experiment: str, device: str, threads: int, compiled: bool, seed: int
+) -> Path:
+    """results/<experiment>/<device>-<threads>t[-compiled]/seed<N>."""
+    setting = f"{device.split(':')[0]}-{threads}t{'-compiled' if compiled else ''}"
+    return Path(results) / experiment / setting / f"seed{seed}"
+
+
 def run_name(path: Path) -> str:
     """'19-thin-stem/cpu-2t-compiled/seed1' for a run in the results scheme, else the folder."""
     path = path.resolve()
