@@ -116,3 +116,15 @@ def real_disk() -> Callable[..., faults.DiskResult]:
     """run_cli_on_disk, after skipping (failing under CI=true) where no tmpfs can be mounted."""
     faults.need_real_disk()
     return faults.run_cli_on_disk
+
+
+@pytest.fixture(scope="session")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model.pt of the seed network with untrained weights (seeded)."""
+    from mnistlab.checkpoint import save_model
+    from mnistlab.models import create_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    save_model(path, "seed", create_model("seed").state_dict(), config={}, test_acc=10.0)
+    return path

@@ -9,13 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import idx_bytes
 from faults import assert_no_new_files, assert_one_line_failure, snapshot
 
 from mnistlab import data
-from mnistlab.checkpoint import save_model
-from mnistlab.models import create_model
 
 RAW = ("MNIST", "raw")
 
@@ -73,14 +70,6 @@ def broken_root(tmp_path: Path, data_dir: Path) -> Callable[[str, str, Callable]
         return root
 
     return make
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    save_model(path, "seed", create_model("seed").state_dict(), config={}, test_acc=10.0)
-    return path
 
 
 def check(result, root: Path, fragment: str, before: dict[str, str], folders: list[Path]):

@@ -24,16 +24,6 @@ from faults import (
 from PIL import Image, ImageDraw
 
 from mnistlab import predict
-from mnistlab.checkpoint import save_model
-from mnistlab.models import create_model
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    save_model(path, "seed", create_model("seed").state_dict(), config={}, test_acc=10.0)
-    return path
 
 
 def digit(size: int = 120) -> np.ndarray:
