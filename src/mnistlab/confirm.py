@@ -18,13 +18,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mnistlab.compare import LAST_N
+from mnistlab.compare import TARGET_ACC as LINE  # the target, in each of the last 3 epochs
 from mnistlab.config import load_config
 from mnistlab.errors import MnistlabError
 from mnistlab.fileio import atomic_write_text
 from mnistlab.rundir import is_run_dir, read_info, read_run, run_folder
-
-LINE = 99.4  # the target: test accuracy (%) in each of the last 3 epochs
-LAST_N = 3
 
 
 @dataclasses.dataclass

@@ -213,12 +213,9 @@ def content_problem(array: np.ndarray, labels: bool, num_classes: int = 10) -> s
     return None
 
 
-def load_split(
-    dataset: str = "mnist", train: bool = True, root: Path | None = None, limit: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One split as (uint8 images [N, 28, 28], int64 labels [N]) on the CPU; with `limit`,
-    only its first images (0 or None: all)."""
-    spec = get_spec(dataset)
+def split_paths(spec: DatasetSpec, train: bool, root: Path | None = None) -> list[Path]:
+    """The split's image and label files (raw or .gz); a missing one is an error saying how
+    to fetch it."""
     directory = raw_dir(spec, data_root(root))
     paths = []
     for name in split_files(train):
@@ -229,6 +226,16 @@ def load_split(
                 "(or pass --data-dir to a folder that has it)"
             )
         paths.append(path)
+    return paths
+
+
+def load_split(
+    dataset: str = "mnist", train: bool = True, root: Path | None = None, limit: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One split as (uint8 images [N, 28, 28], int64 labels [N]) on the CPU; with `limit`,
+    only its first images (0 or None: all)."""
+    spec = get_spec(dataset)
+    paths = split_paths(spec, train, root)
     fix = refetch(spec, root)
     images, labels = (read_idx(path, fix) for path in paths)
     for path, array, is_labels in ((paths[0], images, False), (paths[1], labels, True)):

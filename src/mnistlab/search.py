@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from mnistlab import rundir
+from mnistlab.compare import LAST_N  # the objective: mean validation accuracy of the last 3
 from mnistlab.errors import MnistlabError
 from mnistlab.searchspace import Space, infeasible, load_space, measure, suggest, trial_config
 
-LAST_N = 3  # the objective: mean validation accuracy of the last 3 epochs
 DEFAULT_RUNS = Path("results/search")
 STUDY_DB = "study.db"
 
@@ -234,16 +234,9 @@ def count_trials(study) -> int:
 def check_training_data(space: Space, data_dir) -> None:
     """The training split's files must be there before a worker asks for trials (else every
     trial would fail); only their presence is checked, nothing is read."""
-    from mnistlab.data import data_root, fetch_command, find_file, get_spec, raw_dir, split_files
+    from mnistlab.data import get_spec, split_paths
 
-    spec = get_spec(space.experiment.get("dataset", "mnist"))
-    folder = raw_dir(spec, data_root(data_dir))
-    for name in split_files(train=True):
-        if find_file(folder, name) is None:
-            raise MnistlabError(
-                f"{folder / name}: missing; run `{fetch_command(spec, data_dir)}` "
-                "(or pass --data-dir to a folder that has it)"
-            )
+    split_paths(get_spec(space.experiment.get("dataset", "mnist")), True, data_dir)
 
 
 def work(
