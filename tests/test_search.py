@@ -96,10 +96,15 @@ def check_no_trial_ran_twice(trials: list, runs: Path) -> None:
     """Every trial that trained has its own run directory, trained once, and no other does."""
     trained = {t.number for t in trials if "run" in t.user_attrs}
     assert {int(p.name.removeprefix("trial-")) for p in runs.glob("trial-*")} == trained
+    ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     for t in trials:
+        path = runs / f"trial-{t.number}"
         if t.state == optuna.trial.TrialState.COMPLETE:
-            metrics = rundir.read_metrics(runs / f"trial-{t.number}")
+            metrics = rundir.read_metrics(path)
             assert [r["epoch"] for r in metrics] == list(range(1, t.user_attrs["epochs"] + 1))
+            assert (path / rundir.MODEL).is_file()
+        if t.state in ended and "run" in t.user_attrs:  # never run again: no training state
+            assert not (path / rundir.CHECKPOINT).exists()
 
 
 @pytest.fixture

@@ -338,3 +338,33 @@ def test_bn_recalibration_gives_the_plain_statistics_of_the_clean_images() -> No
     variances = torch.stack([b.var(dim=(0, 2, 3)) for b in batches])
     assert torch.allclose(bn.running_mean, means.mean(dim=0), atol=1e-5)
     assert torch.allclose(bn.running_var, variances.mean(dim=0), atol=1e-4)
+
+
+def test_clean_epochs_train_the_last_epochs_on_unaugmented_images(data_dir: Path) -> None:
+    from mnistlab.augment import make_augment
+    from mnistlab.config import AugmentConfig
+    from mnistlab.data import Loader
+
+    images = torch.randint(0, 256, (40, 28, 28), dtype=torch.uint8)
+    labels = torch.arange(40) % 10
+    common = dict(mean=0.1, std=0.3, shuffle=True, seed=5)
+    augment = make_augment(AugmentConfig(rotation=10.0, translate=0.1))
+    loader = Loader(images, labels, 16, augment=augment, clean_from=3, **common)
+    plain = Loader(images, labels, 16, **common)
+    for epoch in (1, 2):  # augmented: same order as the plain loader, other pixels
+        batches, reference = list(loader.batches(epoch)), list(plain.batches(epoch))
+        assert all(torch.equal(b[1], r[1]) for b, r in zip(batches, reference, strict=True))
+        assert not torch.equal(batches[0][0], reference[0][0])
+    for epoch in (3, 4):  # clean: the plain loader's batches, pixel for pixel
+        batches, reference = list(loader.batches(epoch)), list(plain.batches(epoch))
+        assert all(
+            torch.equal(b[0], r[0]) and torch.equal(b[1], r[1])
+            for b, r in zip(batches, reference, strict=True)
+        )
+    cfg = small_config(epochs=5, clean_epochs=2, limit_train=100, limit_test=100)
+    assert make_loaders(cfg, torch.device("cpu"), data_dir).train.clean_from == 4  # epochs 4, 5
+
+
+def test_clean_epochs_beyond_the_run_are_refused() -> None:
+    with pytest.raises(MnistlabError, match="clean_epochs"):
+        from_dict({"epochs": 3, "clean_epochs": 4})

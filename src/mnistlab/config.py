@@ -102,6 +102,8 @@ class Config:
     # Recompute BatchNorm's statistics after every epoch from this many clean (unaugmented)
     # training images, so evaluation normalises as for the clean digits it sees (0: off).
     bn_recalibrate: int = 0
+    # The last N epochs train on clean (unaugmented) images: the test digits are clean (0: off).
+    clean_epochs: int = 0
     precision: str = "fp32"  # one of PRECISIONS
     shuffle: str = "every-epoch"  # one of SHUFFLES
     compile: bool = False  # train through torch.compile (as --compile does)
@@ -228,6 +230,12 @@ def validate(cfg: Config, where: str) -> Config:
     )
     need(0 <= cfg.ema < 1, "ema", "must be in [0, 1) (0: off)", cfg.ema)
     need(cfg.bn_recalibrate >= 0, "bn_recalibrate", "must be >= 0 (0: off)", cfg.bn_recalibrate)
+    need(
+        0 <= cfg.clean_epochs <= cfg.epochs,
+        "clean_epochs",
+        f"must be in [0, epochs = {cfg.epochs}] (0: off)",
+        cfg.clean_epochs,
+    )
     need(
         cfg.precision in PRECISIONS,
         "precision",

@@ -288,6 +288,7 @@ class Loader:
         augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
         channels_last: bool = False,
         reshuffle: bool = True,
+        clean_from: int = 0,
     ) -> None:
         self.images = images.to(device)
         self.labels = labels.to(device)
@@ -297,6 +298,7 @@ class Loader:
         self.reshuffle = reshuffle  # False: epoch 0's order, every epoch
         self.device = torch.device(device)
         self.augment = augment
+        self.clean_from = clean_from  # from this epoch on, no augmentation (0: never)
         self.channels_last = channels_last
 
     def __len__(self) -> int:
@@ -315,11 +317,14 @@ class Loader:
             orderer = torch.Generator().manual_seed(self.seed * 100_003)
         order = torch.randperm(n, generator=orderer) if self.shuffle else torch.arange(n)
         order = order.to(self.device)
+        augment = self.augment
+        if self.clean_from and epoch >= self.clean_from:
+            augment = None  # the order above is drawn first, so it is the same either way
         for start in range(0, n, self.batch_size):
             idx = order[start : start + self.batch_size]
             x = self.images[idx].unsqueeze(1).float().div_(255)
-            if self.augment is not None:
-                x = self.augment(x, generator)
+            if augment is not None:
+                x = augment(x, generator)
             x = x.sub_(self.mean).div_(self.std)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

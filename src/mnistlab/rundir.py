@@ -372,6 +372,11 @@ def write_checkpoint(path: Path, state: dict[str, Any]) -> None:
     save_torch({"format": CHECKPOINT_FORMAT, "version": 1, **state}, Path(path) / CHECKPOINT)
 
 
+def drop_checkpoint(path: Path) -> None:
+    """Remove the training state of a run that will never be resumed (a search trial)."""
+    (Path(path) / CHECKPOINT).unlink(missing_ok=True)
+
+
 def read_checkpoint(path: Path) -> dict[str, Any]:
     file = Path(path) / CHECKPOINT
     state = load_torch(file, CHECKPOINT_FORMAT)

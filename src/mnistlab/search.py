@@ -166,6 +166,13 @@ def last_mean(records: list[dict], key: str = "val_acc") -> float:
     return sum(last) / len(last)
 
 
+def end_trial(out: Path, trial) -> None:
+    """Name the study in run.json; drop the checkpoint, as no trial is ever run again (a
+    pruned trial keeps its metrics, not its weights)."""
+    rundir.update_info(out, search={"study": trial.study.study_name, "trial": trial.number})
+    rundir.drop_checkpoint(out)
+
+
 def run_trial(trial, space: Space, runs: Path, device, data_dir) -> float | tuple[float, float]:
     """The objective: check the network, then train it into runs/trial-<N>."""
     from mnistlab.train import train_run
@@ -188,12 +195,12 @@ def run_trial(trial, space: Space, runs: Path, device, data_dir) -> float | tupl
     try:
         records = train_run(cfg, out, device, data_dir, console=False, sinks=sinks)
     except optuna.TrialPruned:
-        rundir.update_info(out, search={"study": trial.study.study_name, "trial": trial.number})
+        end_trial(out, trial)
         raise
     except MnistlabError as e:
         trial.set_user_attr("error", str(e))
         raise
-    rundir.update_info(out, search={"study": trial.study.study_name, "trial": trial.number})
+    end_trial(out, trial)
     value = last_mean(records)
     trial.set_user_attr("epochs", len(records))
     return value if space.objective2 == "none" else (value, float(stats[space.objective2]))

@@ -202,6 +202,7 @@ def make_loaders(cfg: Config, device: torch.device, data_dir=None) -> Loaders:
         seed=cfg.seed,
         augment=make_augment(cfg.augment),
         reshuffle=cfg.shuffle == "every-epoch",
+        clean_from=cfg.epochs - cfg.clean_epochs + 1 if cfg.clean_epochs else 0,
         **norm,
     )
     clean = None
@@ -492,6 +493,7 @@ def run_info(
         "precision": precision,
         "ema": cfg.ema,
         "bn_recalibrate": cfg.bn_recalibrate,
+        "clean_epochs": cfg.clean_epochs,
         "cpu": cpu_info(),
         "epochs_planned": cfg.epochs,
     }
