@@ -146,9 +146,18 @@ def test_a_search_never_reads_the_test_set(data_dir, tmp_path, monkeypatch, caps
         metrics = rundir.read_metrics(t.user_attrs["run"])
         assert t.values[0] == pytest.approx(sum(r["val_acc"] for r in metrics) / len(metrics))
 
-    # Run again: the study continues to the new total; another space is refused.
+    # Run again: the study continues to the new total, here under another pruner (it only
+    # decides when trials stop; each trial names its own); another space is refused.
+    (tmp_path / "unpruned").mkdir()
+    unpruned = write_space(tmp_path / "unpruned")
+    unpruned.write_text(unpruned.read_text().replace("seed = 0", 'seed = 0\npruner = "none"'))
+    args[2] = str(unpruned)
     assert main([*args, "--trials", "4", "--threads", "1", "--study", "s"]) == 0
-    assert len(trials_of(f"sqlite:///{runs}/s/study.db", "s")) == 4
+    trials = trials_of(f"sqlite:///{runs}/s/study.db", "s")
+    assert len(trials) == 4
+    for t in trials:
+        if "run" in t.user_attrs:
+            assert t.user_attrs["pruner"] == ("none" if t.number == 3 else "median")
     (tmp_path / "other").mkdir()
     other = write_space(tmp_path / "other")
     other.write_text(other.read_text().replace("width = [4, 8]", "width = [4, 16]"))

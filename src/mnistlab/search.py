@@ -26,7 +26,15 @@ from typing import Any
 from mnistlab import rundir
 from mnistlab.compare import LAST_N  # the objective: mean validation accuracy of the last 3
 from mnistlab.errors import MnistlabError
-from mnistlab.searchspace import Space, infeasible, load_space, measure, suggest, trial_config
+from mnistlab.searchspace import (
+    Space,
+    infeasible,
+    load_space,
+    measure,
+    same_search,
+    suggest,
+    trial_config,
+)
 
 DEFAULT_RUNS = Path("results/search")
 STUDY_DB = "study.db"
@@ -133,7 +141,7 @@ def open_study(space: Space, name: str, storage, worker: int = 0, create: bool =
     if recorded is None:
         study.set_user_attr("space", space.as_data())
         study.set_user_attr("objectives", ["val_acc_last3", space.objective2])
-    elif recorded != space.as_data():
+    elif not same_search(recorded, space):
         raise MnistlabError(
             f"study {name!r} was started from another search space than {space.path}; "
             "use that space or a new --study"
@@ -192,6 +200,7 @@ def run_trial(trial, space: Space, runs: Path, device, data_dir) -> float | tupl
     trial.set_user_attr("run", out.as_posix())
     cfg = trial_config(space, name, net, recipe)
     sinks = (PruneSink(trial, cfg.epochs),) if space.objective2 == "none" else ()
+    trial.set_user_attr("pruner", space.pruner if sinks else "none")
     try:
         records = train_run(cfg, out, device, data_dir, console=False, sinks=sinks)
     except optuna.TrialPruned:

@@ -88,9 +88,19 @@ class Space:
         return ["maximize"] + ([] if self.objective2 == "none" else ["minimize"])
 
     def as_data(self) -> dict[str, Any]:
-        """What the study records about its space (compared when a worker joins)."""
+        """What the study records about its space."""
         data = {k: v for k, v in self.__dict__.items() if k != "path"}
         return json.loads(json.dumps(data))
+
+
+def same_search(recorded: dict[str, Any], space: Space) -> bool:
+    """Whether a worker of `space` may join a study started from `recorded`: the same trials
+    to draw and score. The pruner may differ: it only decides when a trial stops, and each
+    trial records the one it ran under."""
+    ours = space.as_data()
+    return {k: v for k, v in recorded.items() if k != "pruner"} == {
+        k: v for k, v in ours.items() if k != "pruner"
+    }
 
 
 # ----------------------------------------------------------------------------- reading
