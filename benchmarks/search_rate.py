@@ -2,9 +2,11 @@
 
 A study run first with `--workers 1` and then continued with `--workers 2` holds trials
 trained with 2 threads and trials trained with 1 (threads per worker = cores / workers). For
-each thread count this counts the trials that trained (not infeasible) and ended by `--until`,
-and the epochs they trained, over the wall time from the first such trial's start to the last
-one's end, so a window in which other work shared the machine can be left out.
+each thread count and pruner (trials that name none ran under the one the study was started
+with) this counts the trials that trained (not infeasible) and ended by `--until`, and the
+epochs they trained, over the time in which at least one of them was training (so the gaps
+between runs of the command do not count); `--until` leaves out a window in which other work
+shared the machine.
 
     python benchmarks/search_rate.py results/search/under-5k [--until 2026-11-29T23:00:00]
 """
@@ -19,33 +21,43 @@ import optuna
 from mnistlab.search import STUDY_DB
 
 
+def busy_seconds(spans: list[tuple[datetime, datetime]]) -> float:
+    """Seconds in which at least one of the spans was open (gaps between runs left out)."""
+    total, end = 0.0, None
+    for start, stop in sorted(spans):
+        if end is None or start > end:
+            total, end = total + (stop - start).total_seconds(), stop
+        elif stop > end:
+            total, end = total + (stop - end).total_seconds(), stop
+    return total
+
+
 def rate_table(folder: Path, until: datetime | None) -> str:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = f"sqlite:///{folder / STUDY_DB}"
     study = optuna.load_study(study_name=folder.name, storage=storage)
-    groups: dict[int, list] = {}
+    started_with = study.user_attrs["space"]["pruner"]
+    groups: dict[tuple[int, str], list] = {}
     for trial in study.get_trials(deepcopy=False):
         run = trial.user_attrs.get("run")
-        if run is None or trial.datetime_complete is None:  # infeasible, or still running
-            continue
-        if until is not None and trial.datetime_complete > until:
-            continue
+        ended = trial.state.name in ("COMPLETE", "PRUNED")
+        if run is None or not ended or (until is not None and trial.datetime_complete > until):
+            continue  # infeasible, failed, running, or after the window
         info = json.loads((folder / Path(run).name / "run.json").read_text())
-        groups.setdefault(info["threads"], []).append(trial)
+        pruner = trial.user_attrs.get("pruner", started_with)
+        groups.setdefault((info["threads"], pruner), []).append(trial)
     lines = [
         f"study {folder.name}: trials that trained and ended"
         + (f" by {until.isoformat(timespec='seconds')}" if until else ""),
-        "threads/trial  trials  complete  pruned  epochs   hours  trials/h  epochs/h",
+        "threads/trial  pruner  trials  complete  pruned  epochs   hours  trials/h  epochs/h",
     ]
-    for threads, trials in sorted(groups.items(), reverse=True):
-        start = min(t.datetime_start for t in trials)
-        end = max(t.datetime_complete for t in trials)
-        hours = (end - start).total_seconds() / 3600
+    for (threads, pruner), trials in sorted(groups.items(), key=lambda g: g[1][0].number):
+        hours = busy_seconds([(t.datetime_start, t.datetime_complete) for t in trials]) / 3600
         complete = [t for t in trials if t.state.name == "COMPLETE"]
         epochs = sum(t.user_attrs.get("epochs", 0) for t in complete)
         epochs += sum(t.last_step or 0 for t in trials if t.state.name == "PRUNED")
         lines.append(
-            f"{threads:>13}  {len(trials):>6}  {len(complete):>8}  "
+            f"{threads:>13}  {pruner:>6}  {len(trials):>6}  {len(complete):>8}  "
             f"{len(trials) - len(complete):>6}  {epochs:>6}  {hours:>6.2f}  "
             f"{len(trials) / hours:>8.1f}  {epochs / hours:>8.1f}"
         )
