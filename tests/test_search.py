@@ -157,7 +157,7 @@ def test_a_search_never_reads_the_test_set(data_dir, tmp_path, monkeypatch, caps
     assert len(trials) == 4
     for t in trials:
         if "run" in t.user_attrs:
-            assert t.user_attrs["pruner"] == ("none" if t.number == 3 else "median")
+            assert t.user_attrs["pruner"] == ("none" if t.number == 3 else "median from epoch 1")
     (tmp_path / "other").mkdir()
     other = write_space(tmp_path / "other")
     other.write_text(other.read_text().replace("width = [4, 8]", "width = [4, 16]"))
@@ -257,6 +257,25 @@ def test_infeasible_trials_cost_no_training(data_dir, tmp_path, monkeypatch, cap
     assert text.count("| **infeasible** |") == 4 and "4 infeasible" in text
 
 
+def test_the_median_pruner_compares_no_epoch_before_prune_from(tmp_path):
+    from mnistlab.search import make_pruner
+
+    space = write_space(tmp_path)
+    space.write_text(space.read_text().replace("seed = 0", "seed = 0\nprune_from = 3"))
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(load_space(space)))
+    for _ in range(5):  # n_startup_trials: completed trials at 99% in every epoch
+        trial = study.ask()
+        for epoch in (1, 2, 3):
+            trial.report(99.0, epoch)
+        study.tell(trial, 99.0)
+    slow = study.ask()
+    stopped = []
+    for epoch in (1, 2, 3):
+        slow.report(90.0, epoch)  # far under the median from the first epoch on
+        stopped.append(slow.should_prune())
+    assert stopped == [False, False, True]
+
+
 def test_bad_spaces_and_storages_are_one_line(data_dir, tmp_path, capsys):
     space = write_space(tmp_path)
     cases = {
@@ -267,6 +286,7 @@ def test_bad_spaces_and_storages_are_one_line(data_dir, tmp_path, capsys):
         '[space.net]\nlayers = [[1]]\n[space.recipe]\n"optimizer.lr" = [-1.0]\n': "optimizer.lr",
         "[search]\nsampler = 'nsga2'\n[space.net]\nlayers = [[1]]\n": "needs a second objective",
         "[experiment]\ntest = 'end'\n[space.net]\nlayers = [[1]]\n": "experiment.test is set",
+        "[search]\nprune_from = 0\n[space.net]\nlayers = [[1]]\n": "prune_from must be >= 1",
     }
     for text, message in cases.items():
         bad = tmp_path / "bad.toml"

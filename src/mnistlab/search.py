@@ -120,7 +120,9 @@ def make_pruner(space: Space):
         return optuna.pruners.NopPruner()
     if space.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1)
-    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    # Epochs before prune_from are never compared: a one-cycle schedule's warm-up ranks how
+    # fast a trial starts, not where it ends (1 stopped most of under-5k's trials there).
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=space.prune_from)
 
 
 def open_study(space: Space, name: str, storage, worker: int = 0, create: bool = True):
@@ -200,7 +202,10 @@ def run_trial(trial, space: Space, runs: Path, device, data_dir) -> float | tupl
     trial.set_user_attr("run", out.as_posix())
     cfg = trial_config(space, name, net, recipe)
     sinks = (PruneSink(trial, cfg.epochs),) if space.objective2 == "none" else ()
-    trial.set_user_attr("pruner", space.pruner if sinks else "none")
+    pruner = space.pruner if sinks else "none"
+    if pruner == "median":
+        pruner += f" from epoch {space.prune_from}"
+    trial.set_user_attr("pruner", pruner)
     try:
         records = train_run(cfg, out, device, data_dir, console=False, sinks=sinks)
     except optuna.TrialPruned:

@@ -5,6 +5,7 @@
     objective2 = "none"      # "params" or "macs": a second objective, minimised (Pareto front)
     sampler = "tpe"          # "tpe" or "nsga2" (NSGA-II needs objective2)
     pruner = "median"        # "median", "hyperband" or "none"; single objective only
+    prune_from = 1           # the first epoch after which the median pruner may stop a trial
 
     [constraints]            # checked on the built network before training: infeasible is free
     max_params = 5000
@@ -52,6 +53,7 @@ from mnistlab.summary import has_linear, model_stats
 OBJECTIVE2 = ("none", "params", "macs")
 SAMPLERS = ("tpe", "nsga2")
 PRUNERS = ("median", "hyperband", "none")
+PRUNING = ("pruner", "prune_from")  # when trials stop, not which trials: may change mid-study
 NET_KNOBS = ("first", "layers", "width", "squeeze", "pool_first", "dropout")
 # Keys a search sets itself: the recipe may not choose them.
 FIXED_KEYS = ("name", "model", "net", "val_size", "test", "limit_test", "expect")
@@ -75,6 +77,7 @@ class Space:
     objective2: str = "none"
     sampler: str = "tpe"
     pruner: str = "median"
+    prune_from: int = 1
     seed: int | None = None
     max_params: int = 0
     max_macs: int = 0
@@ -97,9 +100,10 @@ def same_search(recorded: dict[str, Any], space: Space) -> bool:
     """Whether a worker of `space` may join a study started from `recorded`: the same trials
     to draw and score. The pruner may differ: it only decides when a trial stops, and each
     trial records the one it ran under."""
-    ours = space.as_data()
-    return {k: v for k, v in recorded.items() if k != "pruner"} == {
-        k: v for k, v in ours.items() if k != "pruner"
+    defaults = Space(path="").as_data()
+    recorded, ours = {**defaults, **recorded}, space.as_data()
+    return {k: v for k, v in recorded.items() if k not in PRUNING} == {
+        k: v for k, v in ours.items() if k not in PRUNING
     }
 
 
@@ -178,7 +182,14 @@ def parse_space(data: dict[str, Any], where: str) -> Space:
     search, constraints = data.get("search", {}), data.get("constraints", {})
     space = Space(path=where)
     schema = {
-        "search": {"val_size": int, "objective2": str, "sampler": str, "pruner": str, "seed": int},
+        "search": {
+            "val_size": int,
+            "objective2": str,
+            "sampler": str,
+            "pruner": str,
+            "prune_from": int,
+            "seed": int,
+        },
         "constraints": {"max_params": int, "max_macs": int, "min_rf": int},
     }
     for table, values in (("search", search), ("constraints", constraints)):
@@ -203,6 +214,8 @@ def parse_space(data: dict[str, Any], where: str) -> Space:
                 f"search.{key}",
                 f"must be one of {', '.join(allowed)}, got {getattr(space, key)!r}",
             )
+    if space.prune_from < 1:
+        raise _fail(where, "search.prune_from", f"must be >= 1, got {space.prune_from}")
     if space.sampler == "nsga2" and space.objective2 == "none":
         raise _fail(where, "search.sampler", '"nsga2" needs a second objective (objective2)')
     for key in ("max_params", "max_macs", "min_rf"):
