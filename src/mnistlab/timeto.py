@@ -237,8 +237,9 @@ def time_to(
 def format_time_to(result: dict[str, Any]) -> str:
     rows = result["recipes"]
     width = max(14, *(len(name) + 2 for name in rows))
+    seeds = f"{result['seeds']} seed{'s' if result['seeds'] != 1 else ''}"
     lines = [
-        f"time to {result['time_to']}% test accuracy: {result['seeds']} seeds per recipe, "
+        f"time to {result['time_to']}% test accuracy: {seeds} per recipe, "
         f"interleaved, {result['device']}, {result['threads']} threads, torch {result['torch']}",
         f"{'recipe':<{width}}{'params':>9}{'epochs':>7}{'acc mean':>9}{'min':>7}{'max':>7}"
         f"{'train s':>9}{'compile s':>10}{'total s':>9}{'RSS MiB':>9}{'reached':>8}{'ratio':>8}",
