@@ -12,13 +12,12 @@ shared the machine.
 """
 
 import argparse
-import json
 from datetime import datetime
 from pathlib import Path
 
-import optuna
-
-from mnistlab.search import STUDY_DB
+from mnistlab import rundir
+from mnistlab.search import default_storage
+from mnistlab.searchreport import load_study
 
 
 def busy_seconds(spans: list[tuple[datetime, datetime]]) -> float:
@@ -33,17 +32,15 @@ def busy_seconds(spans: list[tuple[datetime, datetime]]) -> float:
 
 
 def rate_table(folder: Path, until: datetime | None) -> str:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = f"sqlite:///{folder / STUDY_DB}"
-    study = optuna.load_study(study_name=folder.name, storage=storage)
+    study, trials = load_study(default_storage(folder.parent, folder.name), folder.name)
     started_with = study.user_attrs["space"]["pruner"]
     groups: dict[tuple[int, str], list] = {}
-    for trial in study.get_trials(deepcopy=False):
+    for trial in trials:
         run = trial.user_attrs.get("run")
         ended = trial.state.name in ("COMPLETE", "PRUNED")
         if run is None or not ended or (until is not None and trial.datetime_complete > until):
             continue  # infeasible, failed, running, or after the window
-        info = json.loads((folder / Path(run).name / "run.json").read_text())
+        info = rundir.read_info(folder / Path(run).name)
         pruner = trial.user_attrs.get("pruner", started_with)
         groups.setdefault((info["threads"], pruner), []).append(trial)
     lines = [

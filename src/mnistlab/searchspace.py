@@ -100,11 +100,13 @@ def same_search(recorded: dict[str, Any], space: Space) -> bool:
     """Whether a worker of `space` may join a study started from `recorded`: the same trials
     to draw and score. The pruner may differ: it only decides when a trial stops, and each
     trial records the one it ran under."""
+
+    def trials_part(data: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in data.items() if k not in PRUNING}
+
+    # A key the recording predates compares as its default.
     defaults = Space(path="").as_data()
-    recorded, ours = {**defaults, **recorded}, space.as_data()
-    return {k: v for k, v in recorded.items() if k not in PRUNING} == {
-        k: v for k, v in ours.items() if k not in PRUNING
-    }
+    return trials_part({**defaults, **recorded}) == trials_part(space.as_data())
 
 
 # ----------------------------------------------------------------------------- reading
