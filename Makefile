@@ -61,7 +61,7 @@ clean:
 # Ship a finished run's weights inside the package (used by `mnistlab predict` and `export`).
 SHIP_RUN ?= $(call final,run)
 ship: $(VENV)/.installed
-	$(BIN)/python -c "import sys; from mnistlab.ship import ship_model; ship_model(sys.argv[1])" $(SHIP_RUN)
+	$(BIN)/python -c "import sys; from mnistlab.runs.ship import ship_model; ship_model(sys.argv[1])" $(SHIP_RUN)
 
 # Regenerate the committed tables, report and pages from the committed run directories:
 # the seed's runs, then every drill-down run, results/<experiment>/<setting>/seed<N>.

@@ -9,6 +9,7 @@
 #
 #   benchmarks/compare_commits.sh                      # 1 round: about 8 minutes at 2 threads
 #   ROUNDS=2 THREADS=2 OUT=results/bench/compare-commits.txt benchmarks/compare_commits.sh
+#   OLD=248bfd4 EPOCHS=2 COMPILE=0 EXPERIMENT=$PWD/benchmarks/house/net.toml benchmarks/compare_commits.sh
 set -euo pipefail
 
 OLD=${OLD:-f8c4dcd}
@@ -17,12 +18,15 @@ THREADS=${THREADS:-2}
 EXPERIMENT=${EXPERIMENT:-experiments/19-thin-stem.toml}
 PYTHON=${PYTHON:-.venv/bin/python}
 OUT=${OUT:-}
-EPOCHS=${EPOCHS:-}  # set only to smoke-test the script with fewer epochs
+EPOCHS=${EPOCHS:-}  # fewer epochs: a smoke test, or a check that two commits train alike
+COMPILE=${COMPILE:-1}  # 0: train eagerly (no C++ compiler, no compile time)
 
 here=$(git rev-parse --show-toplevel)
 case "$PYTHON" in /*) ;; *) PYTHON="$here/$PYTHON" ;; esac
 epochs=()
 if [ -n "$EPOCHS" ]; then epochs=(--epochs "$EPOCHS"); fi
+compile=()
+if [ "$COMPILE" = 1 ]; then compile=(--compile); fi
 cd "$here"
 work=$(mktemp -d)
 cleanup() {
@@ -39,20 +43,21 @@ for round in $(seq 1 "$ROUNDS"); do
         mkdir -p "$cache"
         echo "round $round: $side ($(git -C "$root" rev-parse --short HEAD))" >&2
         (cd "$root" && TORCHINDUCTOR_CACHE_DIR="$cache" PYTHONPATH="$root/src" \
-            "$PYTHON" -m mnistlab train "$EXPERIMENT" "${epochs[@]}" --compile \
+            "$PYTHON" -m mnistlab train "$EXPERIMENT" "${epochs[@]}" "${compile[@]}" \
             --threads "$THREADS" --device cpu --quiet --out "$work/runs/$side-$round" \
             > "$work/$side-$round.log")
     done
 done
 
 "$PYTHON" - "$work/runs" "$OLD" "$(git rev-parse --short HEAD)" "$THREADS" "$EXPERIMENT" \
-    > "$work/table.txt" <<'PY'
+    "$COMPILE" > "$work/table.txt" <<'PY'
 import json
 import sys
 from pathlib import Path
 
-runs, old, new, threads, experiment = Path(sys.argv[1]), *sys.argv[2:]
-print(f"{experiment}, compiled, {threads} threads, empty compile cache per run, interleaved")
+runs, old, new, threads, experiment, compiled = Path(sys.argv[1]), *sys.argv[2:]
+how = "compiled, empty compile cache per run" if compiled == "1" else "eager"
+print(f"{experiment}, {how}, {threads} threads, interleaved")
 print(f"{'run':<14}{'commit':>9}{'train s':>9}{'epoch 1':>9}{'later':>8}{'test acc':>10}")
 totals = {"old": [], "new": []}
 for run in sorted(runs.iterdir(), key=lambda p: (int(p.name.split("-")[1]), not p.name.startswith("old"))):
@@ -69,6 +74,18 @@ for run in sorted(runs.iterdir(), key=lambda p: (int(p.name.split("-")[1]), not 
 for side, commit in (("old", old), ("new", new)):
     print(f"mean {side} ({commit}): {sum(totals[side]) / len(totals[side]):.1f} s of training")
 print(f"new / old: {sum(totals['new']) / sum(totals['old']):.3f}x")
+# The same recipe on the same machine must train alike: every number but the timings.
+timing = ("seconds", "images_per_s")
+
+
+def numbers(run):
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in timing} for line in lines]
+
+
+rounds = sorted({p.name.split("-")[1] for p in runs.iterdir()}, key=int)
+same = [numbers(runs / f"old-{r}") == numbers(runs / f"new-{r}") for r in rounds]
+print(f"identical metrics (all but timings), old vs new: {sum(same)} of {len(same)} rounds")
 PY
 cat "$work/table.txt"
 if [ -n "$OUT" ]; then

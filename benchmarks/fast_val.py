@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from mnistlab.config import dumps_toml, from_dict, to_dict
-from mnistlab.rundir import is_run_dir, read_info, read_metrics
+from mnistlab.runs.rundir import is_run_dir, read_info, read_metrics
 
 RESULTS = Path("results/fast-val")
 VALIDATION = {"val_size": 10000, "test": "never"}

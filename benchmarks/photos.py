@@ -3,7 +3,7 @@
     python benchmarks/photos.py --split test --per-condition 300 --out results/photos/test.json
 
 Tune on `--split train`, report on `--split test`. Writes one JSON file: accuracy per condition
-(see mnistlab.photos for what each condition draws), and with --examples DIR one PNG per
+(see photo_conditions for what each condition draws), and with --examples DIR one PNG per
 condition with what the model saw beside it.
 """
 
@@ -17,12 +17,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mnistlab import photos, preprocess
-from mnistlab.data import load_split
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import photo_conditions as photos  # noqa: E402  (the generator lives beside the tests)
+
+from mnistlab.data.datasets import load_split
 from mnistlab.errors import MnistlabError
 from mnistlab.fileio import atomic_write_text
-from mnistlab.predict import checkpoint_path
-from mnistlab.rundir import load_model
+from mnistlab.inference import preprocess
+from mnistlab.inference.classify import checkpoint_path
+from mnistlab.runs.rundir import load_model
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -15,9 +15,9 @@ import argparse
 from datetime import datetime
 from pathlib import Path
 
-from mnistlab import rundir
-from mnistlab.search import default_storage
-from mnistlab.searchreport import load_study
+from mnistlab.runs import rundir
+from mnistlab.search.report import load_study
+from mnistlab.search.run import default_storage
 
 
 def busy_seconds(spans: list[tuple[datetime, datetime]]) -> float:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from mnistlab import data
+from mnistlab.data import datasets as data
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -121,10 +121,10 @@ def real_disk() -> Callable[..., faults.DiskResult]:
 @pytest.fixture(scope="session")
 def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model.pt of the seed network with untrained weights (seeded)."""
-    from mnistlab.checkpoint import save_model
-    from mnistlab.models import create_model
+    from mnistlab.models import build
+    from mnistlab.runs.checkpoint import save_model
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "model.pt"
-    save_model(path, "seed", create_model("seed").state_dict(), config={}, test_acc=10.0)
+    save_model(path, "seed", build("seed").state_dict(), config={}, test_acc=10.0)
     return path

@@ -478,7 +478,7 @@ if __name__ == "__main__":
 def interrupted_in_epoch(epoch: int, work_batches: int = 0) -> Iterator[None]:
     """Training in the block stops with KeyboardInterrupt in `epoch`, as Ctrl-C would, after
     `work_batches` of its batches (work that is then lost); the block must be stopped so."""
-    from mnistlab import train
+    from mnistlab.training import trainer as train
 
     original = train.train_epoch
 

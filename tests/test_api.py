@@ -13,12 +13,13 @@ from matplotlib.figure import Figure
 from torch import nn
 
 import mnistlab as ml
-from mnistlab import rundir
+from mnistlab import api
 from mnistlab.cli import main
 from mnistlab.config import from_dict
 from mnistlab.errors import MnistlabError
-from mnistlab.preprocess import read_grayscale
-from mnistlab.train import train_run
+from mnistlab.inference.preprocess import read_grayscale
+from mnistlab.runs import rundir
+from mnistlab.training import trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = sorted((ROOT / "examples" / "digits").glob("*.png"))
@@ -61,19 +62,27 @@ def assert_same_weights(a: nn.Module, b: nn.Module) -> None:
 # ----------------------------------------------------------------------------- the package
 
 
-def test_import_mnistlab_stays_light_and_its_modules_stay_modules() -> None:
+def test_import_mnistlab_stays_light_and_help_shows_the_functions() -> None:
     code = (
         "import sys, mnistlab as ml; heavy = [m for m in ('torch', 'mnistlab.api') "
         "if m in sys.modules]; print(heavy, set(dir(ml)) == {*ml.__all__, '__version__'})"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[] True"
-    # `from mnistlab import train` is still the module; calling it calls the API function.
-    from mnistlab import predict, train
+    # help(ml) lists every public name; help(ml.train) and `ml.train?` show the function's
+    # own docstring and signature (no module stands in for a function).
+    code = "import pydoc, mnistlab as ml; print(pydoc.render_doc(ml, renderer=pydoc.plaintext))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    for name in ml.__all__:
+        assert f"{name}" in out.stdout, name
+    import inspect
 
-    assert train.train_run is train_run
-    assert callable(predict.predict_files) and callable(ml.predict)
-    assert "model_or_experiment" in str(__import__("inspect").signature(ml.train))
+    for name in ("train", "evaluate", "predict", "export", "summary", "run_search", "confirm"):
+        function = getattr(ml, name)
+        assert inspect.isfunction(function), name
+        assert inspect.getdoc(function) == inspect.getdoc(getattr(api, name)), name
+    assert "model_or_experiment" in str(inspect.signature(ml.train))
+    assert inspect.getdoc(ml.train).startswith("Train a model")
 
 
 def test_load_final_is_the_shipped_model_in_eval_mode() -> None:
@@ -240,7 +249,7 @@ def test_train_is_the_trainer(tmp_path: Path, data_dir: Path, capsys) -> None:
         }
     )
     assert result.config == cfg
-    records = train_run(cfg, tmp_path / "cli", torch.device("cpu"), data_dir, console=False)
+    records = trainer.train_run(cfg, tmp_path / "cli", torch.device("cpu"), data_dir, console=False)
     timing = ("seconds", "images_per_s")
     strip = [{k: v for k, v in r.items() if k not in timing} for r in result.metrics]
     assert strip == [{k: v for k, v in r.items() if k not in timing} for r in records]
@@ -259,10 +268,10 @@ def test_train_is_the_trainer(tmp_path: Path, data_dir: Path, capsys) -> None:
 @pytest.mark.parametrize(
     ("target", "changes", "message"),
     [
-        ("seed", {"epochz": 2}, "train: unknown key 'epochz'"),
-        ("seed", {"epochs": 0}, "train: epochs must be >= 1"),
-        ("seed", {"optimizer": {"lr": -1.0}}, "train: optimizer.lr must be > 0"),
-        ("nosuchnet", {}, "train: model must be one of"),
+        ("seed", {"epochz": 2}, "epochz=2: unknown key 'epochz'"),
+        ("seed", {"epochs": 0}, "epochs=0: epochs must be >= 1"),
+        ("seed", {"optimizer": {"lr": -1.0}}, "optimizer={'lr': -1.0}: optimizer.lr must be > 0"),
+        ("nosuchnet", {}, "model='nosuchnet': model must be one of"),
         ("no_such_module:Net", {}, "no module 'no_such_module'"),
         ("missing.toml", {}, "cannot read experiment file"),
         (3, {}, "train: got a int"),

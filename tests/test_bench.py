@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnistlab import bench as bench_module
-from mnistlab import models
-from mnistlab.bench import NotebookMNIST, bench, format_bench
+from mnistlab.bench import seed as bench_module
+from mnistlab.bench.seed import NotebookMNIST, bench, format_bench
 from mnistlab.cli import main
-from mnistlab.data import MNIST, load_split
+from mnistlab.data.datasets import MNIST, load_split
+from mnistlab.models import registry
 
 TRAIN_IMAGES = 320  # in the data_dir fixture
 
@@ -72,8 +72,8 @@ def test_bench_trains_every_loop_from_the_same_initial_weights(
         built.append((model, {k: v.clone() for k, v in model.state_dict().items()}))
         return model
 
-    original = models._MODELS["gap_tiny"]
-    monkeypatch.setitem(models._MODELS, "gap_tiny", recording_gap_tiny)
+    original = registry.MODELS["gap_tiny"]
+    monkeypatch.setitem(registry.MODELS, "gap_tiny", recording_gap_tiny)
     bench("gap_tiny", batches=2, rounds=1, batch_size=16, device="cpu", data_dir=data_dir)
 
     assert len(built) == 3  # the notebook's model and one per trainer variant

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mnistlab import predict
+from mnistlab.weights import shipped_weights
 
 pytestmark = pytest.mark.browser
 CHROMIUM = os.environ.get("MNISTLAB_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -63,11 +63,11 @@ def browser_problem() -> str | None:
 @pytest.fixture(scope="module")
 def base_url() -> str:
     pytest.importorskip("uvicorn")
-    if not predict.default_checkpoint().is_file():
+    if not shipped_weights().is_file():
         pytest.skip("the shipped model weights/final.pt is not in this checkout")
     import uvicorn
 
-    from mnistlab.serve import Classifier, create_app
+    from mnistlab.web.app import Classifier, create_app
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

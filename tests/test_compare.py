@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from mnistlab.cli import main
-from mnistlab.compare import HEADERS, LEGEND, format_table, summarize_run, trained_on
 from mnistlab.errors import MnistlabError
-from mnistlab.rundir import Run, find_runs, read_run
+from mnistlab.runs.compare import HEADERS, LEGEND, format_table, summarize_run, trained_on
+from mnistlab.runs.rundir import Run, find_runs, read_run
 
 RUNS = Path(__file__).parent / "fixtures" / "runs"
 

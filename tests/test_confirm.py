@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
+import mnistlab as ml
 from mnistlab.cli import main
-from mnistlab.confirm import parse_counts, summarize
 from mnistlab.errors import MnistlabError
-from mnistlab.rundir import run_folder
+from mnistlab.runs.confirm import summarize
+from mnistlab.runs.rundir import run_folder
 
 
 def test_confirm_trains_every_seed_and_setting_then_reads_them_again(tmp_path, data_dir, capsys):
@@ -66,9 +67,16 @@ def test_bad_thread_lists_are_refused(text, capsys, tmp_path):
     experiment.write_text('model = "gap_tiny"\n')
     assert main(["confirm", str(experiment), "--threads", text]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("mnistlab: error: --threads") and err.count("\n") == 1
-    with pytest.raises(MnistlabError):
-        parse_counts(text, "--threads")
+    assert err.startswith("mnistlab: error:") and "--threads" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("threads", [0, [1, 0], [], ["2"], [True]])
+def test_bad_thread_lists_are_refused_from_python(threads, tmp_path):
+    experiment = tmp_path / "tiny.toml"
+    experiment.write_text('model = "gap_tiny"\n')
+    with pytest.raises(MnistlabError, match="threads="):
+        ml.confirm(experiment, threads=threads, results=tmp_path / "r")
+    assert not (tmp_path / "r").exists()
 
 
 def test_no_train_reads_only_and_refuses_a_missing_run(tmp_path, capsys):

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from mnistlab import data
 from mnistlab.cli import main
+from mnistlab.data import datasets as data
 from mnistlab.errors import MnistlabError
 
 
@@ -193,7 +193,7 @@ def test_split_validation_rejects_bad_size():
 
 @pytest.mark.realdata
 def test_real_training_split():
-    from mnistlab.fetch import class_counts, pixel_stats
+    from mnistlab.data.fetch import class_counts, pixel_stats
 
     images, labels = data.load_split("mnist", train=True)
     assert images.shape == (60000, 28, 28)
@@ -202,3 +202,14 @@ def test_real_training_split():
     mean, std = pixel_stats(images)
     assert mean == pytest.approx(0.13066, abs=1e-4)
     assert std == pytest.approx(0.3081, abs=1e-4)
+
+
+def test_normalization_is_what_the_model_records_else_its_datasets():
+    fashion = data.FASHION_MNIST
+    assert data.normalization({"mean": 0.5, "std": 0.25, "dataset": "fashion-mnist"}) == (0.5, 0.25)
+    assert data.normalization({"dataset": "fashion-mnist"}) == (fashion.mean, fashion.std)
+    # A training checkpoint records its dataset in its config only.
+    checkpoint = {"config": {"dataset": "fashion-mnist"}}
+    assert data.normalization(checkpoint) == (fashion.mean, fashion.std)
+    # Files from before datasets were recorded are MNIST's.
+    assert data.normalization({}) == (data.MNIST.mean, data.MNIST.std)

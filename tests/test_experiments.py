@@ -8,16 +8,17 @@ from pathlib import Path
 import pytest
 
 from mnistlab.cli import main
-from mnistlab.compare import summarize_run
 from mnistlab.config import Config, load_config, to_dict
 from mnistlab.errors import MnistlabError
-from mnistlab.models import ALIASES, create_model, list_models
-from mnistlab.rundir import find_runs, read_run
+from mnistlab.models import ALIASES, build, list_models
+from mnistlab.runs.compare import summarize_run
+from mnistlab.runs.rundir import find_runs, read_run
+from mnistlab.weights import shipped_record
 
 ROOT = Path(__file__).parent.parent
 EXPERIMENTS = sorted((ROOT / "experiments").glob("*.toml"))
 RESULTS = ROOT / "results"
-FINAL = json.loads((ROOT / "src" / "mnistlab" / "weights" / "final.json").read_text())
+FINAL = shipped_record()
 RUNS = Path(__file__).parent / "fixtures" / "runs"
 # What a committed run's config.toml may lack or hold differently from its experiment file now:
 # its own name and texts, its seed, and keys the config gained after it ran.
@@ -173,14 +174,14 @@ def test_no_experiment_or_listed_model_is_called_final():
 def test_former_model_names_still_build_but_are_not_listed():
     for old, new in ALIASES.items():
         assert old not in list_models() and new in list_models()
-        assert type(create_model(old)) is type(create_model(new))
-        assert [p.shape for p in create_model(old).parameters()] == [
-            p.shape for p in create_model(new).parameters()
+        assert type(build(old)) is type(build(new))
+        assert [p.shape for p in build(old).parameters()] == [
+            p.shape for p in build(new).parameters()
         ]
 
 
 def test_a_committed_run_of_a_renamed_model_loads(tmp_path):
-    from mnistlab.rundir import load_model
+    from mnistlab.runs.rundir import load_model
 
     run = RESULTS / "07-wide-tail" / "cpu-1t" / "seed1"
     assert read_run(run).info["model"] == "gap_final"  # as the run wrote it

@@ -8,20 +8,21 @@ import numpy as np
 import pytest
 import torch
 
-from mnistlab import export
-from mnistlab.checkpoint import save_model
 from mnistlab.cli import main
-from mnistlab.data import MNIST
+from mnistlab.data.datasets import MNIST
 from mnistlab.errors import MnistlabError
-from mnistlab.models import count_parameters, create_model, list_models
+from mnistlab.inference import exporters as export
+from mnistlab.models import build, list_models
+from mnistlab.models.summary import count_parameters
+from mnistlab.runs.checkpoint import save_model
 
 
 @pytest.fixture(scope="module")
 def trained_like(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
     """The smallest registered model with random weights, and its model.pt."""
     torch.manual_seed(0)
-    name = min(list_models(), key=lambda n: count_parameters(create_model(n)))
-    model = create_model(name).eval()
+    name = min(list_models(), key=lambda n: count_parameters(build(n)))
+    model = build(name).eval()
     path = tmp_path_factory.mktemp("model") / "model.pt"
     save_model(path, name, model.state_dict(), config={}, test_acc=10.0)
     return model, path

@@ -12,7 +12,7 @@ import pytest
 from conftest import idx_bytes
 from faults import assert_no_new_files, assert_one_line_failure, snapshot
 
-from mnistlab import data
+from mnistlab.data import datasets as data
 
 RAW = ("MNIST", "raw")
 
@@ -135,7 +135,7 @@ def test_the_default_root_gets_the_plain_hint(tmp_path, data_dir, cli, monkeypat
 def test_fetch_refuses_unusable_custom_data(
     tmp_path, tiny_mnist, cli, monkeypatch, name, corrupt, fragment
 ):
-    from mnistlab import fetch
+    from mnistlab.data import fetch
 
     monkeypatch.setattr(fetch, "NPM_PACKAGES", {})  # the folder is the only source
     monkeypatch.setattr(fetch, "SYSTEM_FOLDERS", {})

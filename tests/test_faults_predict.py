@@ -23,7 +23,8 @@ from faults import (
 )
 from PIL import Image, ImageDraw
 
-from mnistlab import predict
+from mnistlab.inference import classify as predict
+from mnistlab.runs.rundir import load_model
 
 
 def digit(size: int = 120) -> np.ndarray:
@@ -227,7 +228,7 @@ def test_previews_written_when_they_can_be(tmp_path, model_file, images, cli):
 def test_library_predict_files_writes_previews_after_classifying(
     tmp_path, model_file, images, monkeypatch
 ):
-    model, _ = predict.load_model(model_file)
+    model, _ = load_model(model_file)
     order = []
     classify = predict.classify
     monkeypatch.setattr(predict, "classify", lambda *a, **k: order.append("c") or classify(*a, **k))

@@ -18,10 +18,13 @@ import pytest
 import torch
 from faults import assert_no_new_files, assert_one_line_failure, snapshot
 
-from mnistlab import config, data
-from mnistlab.cli import HelpFormatter, build_parser
+from mnistlab import api, config
+from mnistlab.cli import build_parser
+from mnistlab.cli.common import HelpFormatter, flag
+from mnistlab.cli.train import train_options
+from mnistlab.data import datasets as data
 from mnistlab.device import pick_device
-from mnistlab.errors import MnistlabError
+from mnistlab.errors import MnistlabError, spelling
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 FINAL = EXPERIMENTS / "19-thin-stem.toml"  # one-cycle schedule
@@ -186,7 +189,7 @@ def test_argument_errors_are_one_line_exit_1(workdir, cli, argv):
     "name", ["mps", "meta", "xla", "garbage", "", "cuda:-1", "cpu:1", "ipu", "vulkan"]
 )
 def test_devices_this_build_cannot_use_are_refused(name):
-    with pytest.raises(MnistlabError, match="--device"):
+    with pytest.raises(MnistlabError, match="device="):  # a Python caller: the keyword
         pick_device(name)
 
 
@@ -200,17 +203,16 @@ def test_cuda_refused_where_absent_and_default_follows_the_machine(monkeypatch):
 
 def test_every_command_takes_the_same_default_device(workdir, data_dir, cli, monkeypatch):
     """evaluate, bench, predict and train all pick the device with device.pick_device."""
+    from mnistlab import api  # noqa: F401  (its import binds the name)
+
     seen = []
 
     def fake(name):
         seen.append(name)
         raise MnistlabError("device picked")
 
-    from mnistlab import bench, evaluate, predict  # noqa: F401  (their imports bind the name)
-
     monkeypatch.setattr("mnistlab.device.pick_device", fake)
-    monkeypatch.setattr("mnistlab.predict.pick_device", fake)
-    monkeypatch.setattr("mnistlab.bench.pick_device", fake)
+    monkeypatch.setattr("mnistlab.api.pick_device", fake)
     assert_one_line_failure(cli("evaluate", "--data-dir", str(data_dir)), "device picked")
     assert_one_line_failure(cli("bench", "--data-dir", str(data_dir)), "device picked")
     image = workdir / "x.png"
@@ -228,6 +230,13 @@ def parse_train(*argv: str) -> argparse.Namespace:
     return build_parser().parse_args(["train", *argv])
 
 
+def resolved(*argv: str) -> config.Config:
+    """The config `mnistlab train ARGV` would train (through the API, as the command does)."""
+    target, _, overrides = train_options(parse_train(*argv))
+    with spelling(flag):
+        return api.experiment(target, **overrides)
+
+
 @pytest.mark.parametrize(
     ("argv", "key", "value"),
     [
@@ -243,7 +252,7 @@ def parse_train(*argv: str) -> argparse.Namespace:
 )
 def test_each_train_flag_sets_its_config_key(argv, key, value):
     base = config.load_config(EXPERIMENTS / "01-skeleton.toml")
-    cfg = config.cli_overrides(base, parse_train(str(EXPERIMENTS / "01-skeleton.toml"), *argv))
+    cfg = resolved(str(EXPERIMENTS / "01-skeleton.toml"), *argv)
     assert getattr(cfg, key) == value
     # and nothing else changed, but for what --model drops
     changed = {
@@ -256,7 +265,7 @@ def test_lr_sets_the_optimizer_rate_where_the_schedule_uses_it():
     exp = EXPERIMENTS / "01-skeleton.toml"
     base = config.load_config(exp)
     assert base.scheduler.name != "onecycle"
-    cfg = config.cli_overrides(base, parse_train(str(exp), "--lr", "0.05"))
+    cfg = resolved(str(exp), "--lr", "0.05")
     assert cfg.optimizer.lr == 0.05 and cfg.scheduler == base.scheduler
 
 
@@ -269,7 +278,7 @@ def test_lr_on_a_onecycle_experiment_is_refused_naming_max_lr(workdir, cli, data
 
 def test_max_lr_sets_the_onecycle_peak():
     base = config.load_config(FINAL)
-    cfg = config.cli_overrides(base, parse_train(str(FINAL), "--max-lr", "0.2"))
+    cfg = resolved(str(FINAL), "--max-lr", "0.2")
     assert cfg.scheduler.max_lr == 0.2 and cfg.optimizer == base.optimizer
 
 
@@ -282,15 +291,14 @@ def test_max_lr_without_onecycle_is_refused_naming_lr(workdir, cli, data_dir):
 
 
 def test_model_flag_drops_the_experiments_expectations():
-    base = config.load_config(FINAL)
-    cfg = config.cli_overrides(base, parse_train(str(FINAL), "--model", "seed"))
+    cfg = resolved(str(FINAL), "--model", "seed")
     assert cfg.model == "seed" and cfg.expect == config.ExpectConfig()
-    same = config.cli_overrides(config.load_config(FINAL), parse_train(str(FINAL)))
+    same = resolved(str(FINAL))
     assert same == config.load_config(FINAL)
 
 
-def test_config_from_cli_without_an_experiment_is_named_after_the_model():
-    cfg = config.config_from_cli(parse_train("--model", "gap_tiny", "--epochs", "2"))
+def test_train_without_an_experiment_is_named_after_the_model():
+    cfg = resolved("--model", "gap_tiny", "--epochs", "2")
     assert (cfg.name, cfg.model, cfg.epochs) == ("gap_tiny", "gap_tiny", 2)
 
 
@@ -354,9 +362,9 @@ def test_dataset_choices_come_from_the_registry(monkeypatch, cli):
 
 
 def test_evaluate_defaults_to_the_shipped_model(data_dir, cli):
-    from mnistlab.predict import default_checkpoint
+    from mnistlab.weights import shipped_weights
 
-    if not default_checkpoint().is_file():
+    if not shipped_weights().is_file():
         pytest.skip("the shipped model is not in this checkout")
     code, out, err = cli("evaluate", "--data-dir", str(data_dir), "--threads", "1")
     assert code == 0, err
@@ -365,12 +373,12 @@ def test_evaluate_defaults_to_the_shipped_model(data_dir, cli):
 
 
 def test_missing_shipped_model_is_one_line_for_evaluate(tmp_path, data_dir, cli, monkeypatch):
-    monkeypatch.setattr("mnistlab.predict.default_checkpoint", lambda: tmp_path / "none.pt")
+    monkeypatch.setattr("mnistlab.weights.shipped_weights", lambda: tmp_path / "none.pt")
     assert_one_line_failure(cli("evaluate", "--data-dir", str(data_dir)), "shipped model")
 
 
 def test_float_flags_refuse_every_non_finite_spelling():
-    from mnistlab.cli import finite_float
+    from mnistlab.cli.common import finite_float
 
     for text in ("inf", "-inf", "nan", "NaN", "Infinity", "1e400"):
         with pytest.raises(argparse.ArgumentTypeError):

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from mnistlab import data, fetch
 from mnistlab.cli import main
+from mnistlab.data import datasets as data
+from mnistlab.data import fetch
 
 NAMES = list(data.MNIST.sha256)
 

@@ -8,14 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnistlab import rundir
-from mnistlab.checkpoint import model_from_file
+from mnistlab import weights
 from mnistlab.cli import main
 from mnistlab.config import dumps_toml, from_dict, load_config, to_dict
-from mnistlab.models import build, create_model
+from mnistlab.models import build
 from mnistlab.models.netspec import check_net
-from mnistlab.summary import has_linear, model_stats
-from mnistlab.train import train_run
+from mnistlab.models.summary import has_linear, model_stats
+from mnistlab.runs import rundir
+from mnistlab.runs.checkpoint import model_from_file
+from mnistlab.runs.ship import ship_model
+from mnistlab.training.trainer import train_run
 
 ROOT = Path(__file__).parent.parent
 # experiments/19-thin-stem.toml's gap_thin_stem as data: both forms.
@@ -41,9 +43,11 @@ THIN_STEM_LAYERS = {
 @pytest.mark.parametrize("net", [THIN_STEM_FAMILY, THIN_STEM_LAYERS], ids=["family", "layers"])
 def test_the_final_model_as_data_is_the_registered_one(net):
     torch.manual_seed(1)
-    registered = create_model("gap_thin_stem").eval()
+    registered = build("gap_thin_stem").eval()
     torch.manual_seed(1)
     data = build("net", net).eval()
+    torch.manual_seed(1)
+    assert build(net).state_dict().keys() == data.state_dict().keys()  # the table alone
     stats = model_stats(data)
     assert stats == model_stats(registered)
     assert (stats["params"], stats["rf"], stats["macs"]) == (7768, 28, 667312)
@@ -67,7 +71,9 @@ def test_the_shipped_weights_load_into_their_data_twin():
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
-def test_a_net_experiment_trains_saves_and_rebuilds_everywhere(data_dir, tmp_path, capsys):
+def test_a_net_experiment_trains_saves_and_rebuilds_everywhere(
+    data_dir, tmp_path, capsys, monkeypatch
+):
     experiment = tmp_path / "net.toml"
     experiment.write_text(
         "epochs = 1\nbatch_size = 32\n\n[net]\n"
@@ -101,6 +107,10 @@ def test_a_net_experiment_trains_saves_and_rebuilds_everywhere(data_dir, tmp_pat
     from mnistlab.config import override
 
     assert override(cfg, model="gap_tiny").net == {}
+    # Shipped, its final.json holds the [net] table, so "final" rebuilds it.
+    ship_model(out, tmp_path / "package")
+    monkeypatch.setattr(weights, "shipped_weights", lambda: tmp_path / "package" / "final.pt")
+    build("final").load_state_dict(model.state_dict())
 
 
 def test_net_tables_round_trip_through_toml():

@@ -7,16 +7,17 @@ import pytest
 import torch
 
 from mnistlab.config import Config, dumps_toml, from_dict, load_config, to_dict
-from mnistlab.data import Loader
+from mnistlab.data.datasets import Loader
 from mnistlab.errors import MnistlabError
-from mnistlab.models import count_parameters, create_model
-from mnistlab.train import make_optimizer, make_scheduler
+from mnistlab.models import build
+from mnistlab.models.summary import count_parameters
+from mnistlab.training.trainer import make_optimizer, make_scheduler
 
 EXPERIMENTS = Path(__file__).parent.parent / "experiments"
 
 
 def test_peer_network_has_the_notebooks_layers_and_parameter_count() -> None:
-    model = create_model("peer_fast")
+    model = build("peer_fast")
     assert count_parameters(model) == 215_194
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert shapes["conv1.weight"] == (24, 1, 5, 5) and shapes["conv2.weight"] == (32, 24, 3, 3)
@@ -29,7 +30,7 @@ def test_peer_experiments_resolve_to_the_notebooks_recipe() -> None:
         assert (cfg.epochs, cfg.batch_size, cfg.shuffle, cfg.test) == (epochs, 256, "once", "end")
         assert not cfg.channels_last and not cfg.compile and cfg.precision == "fp32"
         assert cfg.augment.enabled is False
-        optimizer = make_optimizer(cfg, create_model(cfg.model))
+        optimizer = make_optimizer(cfg, build(cfg.model))
         scheduler, per_batch = make_scheduler(cfg, optimizer, 235)  # ceil(60000 / 256)
         assert per_batch and optimizer.defaults["betas"] == (0.7, 0.9)
         lrs, betas = [], set()
@@ -85,8 +86,8 @@ def test_shuffle_once_keeps_one_order_for_every_epoch() -> None:
 def test_compile_in_the_experiment_trains_through_torch_compile(
     data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mnistlab import train
-    from mnistlab.rundir import read_info
+    from mnistlab.runs.rundir import read_info
+    from mnistlab.training import trainer as train
 
     compiled = []
 

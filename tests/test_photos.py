@@ -1,19 +1,22 @@
 """Preprocessing that survives photos: its parts, and the rendered conditions end to end."""
 
 import numpy as np
+import photo_conditions as photos
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 from test_predict import draw_seven
 
-from mnistlab import photos, predict, preprocess
-from mnistlab.data import load_split
-from mnistlab.rundir import load_model
+from mnistlab.data.datasets import load_split
+from mnistlab.inference import classify as predict
+from mnistlab.inference import preprocess
+from mnistlab.runs.rundir import load_model
+from mnistlab.weights import shipped_weights
 
 
 @pytest.fixture(scope="module")
 def shipped():
-    path = predict.default_checkpoint()
+    path = shipped_weights()
     if not path.is_file():
         pytest.skip("the shipped model weights/final.pt is not in this checkout")
     return load_model(path)

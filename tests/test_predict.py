@@ -10,20 +10,24 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from mnistlab import predict, preprocess
-from mnistlab.checkpoint import save_model
+from mnistlab import weights
 from mnistlab.cli import main
-from mnistlab.data import Loader, load_split
+from mnistlab.data.datasets import Loader, load_split
 from mnistlab.errors import MnistlabError
-from mnistlab.models import count_parameters, create_model, list_models
-from mnistlab.rundir import load_model
+from mnistlab.inference import classify as predict
+from mnistlab.inference import preprocess
+from mnistlab.models import build, list_models
+from mnistlab.models.summary import count_parameters
+from mnistlab.runs.checkpoint import save_model
+from mnistlab.runs.rundir import load_model
+from mnistlab.weights import shipped_record, shipped_weights
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "digits"
 EXAMPLE_DIGITS = {"zero": 0, "two": 2, "three": 3, "four": 4, "five": 5, "seven": 7}
 
 
 def smallest_model_name() -> str:
-    return min(list_models(), key=lambda name: count_parameters(create_model(name)))
+    return min(list_models(), key=lambda name: count_parameters(build(name)))
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +36,13 @@ def random_model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     name = smallest_model_name()
     path = tmp_path_factory.mktemp("random-model") / "model.pt"
-    save_model(path, name, create_model(name).state_dict(), config={}, test_acc=10.0)
+    save_model(path, name, build(name).state_dict(), config={}, test_acc=10.0)
     return path
 
 
 @pytest.fixture(scope="module")
 def shipped() -> tuple[torch.nn.Module, dict]:
-    path = predict.default_checkpoint()
+    path = shipped_weights()
     if not path.is_file():
         pytest.skip("the shipped model weights/final.pt is not in this checkout")
     return load_model(path)
@@ -289,7 +293,7 @@ def test_missing_or_foreign_checkpoint_is_one_line_error(tmp_path, capsys):
 
 
 def test_missing_shipped_model_says_what_to_do(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(predict, "default_checkpoint", lambda: tmp_path / "weights" / "final.pt")
+    monkeypatch.setattr(weights, "shipped_weights", lambda: tmp_path / "weights" / "final.pt")
     assert main(["predict", str(write_digit(tmp_path / "digit.png"))]) == 1
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "shipped model is missing" in err
@@ -306,11 +310,11 @@ def test_classify_gives_probabilities_and_leaves_its_input_alone(random_model_fi
     np.testing.assert_array_equal(images, before)
 
 
-def test_default_checkpoint_is_the_model_that_final_json_describes(shipped):
+def test_the_shipped_weights_are_the_model_that_final_json_describes(shipped):
     # The two shipped files must agree: the weights predict uses by default, and the numbers
     # weights/final.json publishes for them.
     model, meta = shipped
-    info = json.loads((predict.default_checkpoint().parent / "final.json").read_text())
+    info = shipped_record()
     assert meta["model_name"] == info["model"]
     assert count_parameters(model) == info["params"]
     assert meta["test_acc"] == info["last_test_acc"]

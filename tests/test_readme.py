@@ -7,7 +7,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from mnistlab.compare import LEGEND_LINES
+from mnistlab.runs.compare import LEGEND_LINES
 
 ROOT = Path(__file__).parent.parent
 README = ROOT / "README.md"

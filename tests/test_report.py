@@ -10,23 +10,22 @@ import pytest
 import torch
 from PIL import Image
 
-from mnistlab import data
-from mnistlab import report as report_module
 from mnistlab.cli import main
-from mnistlab.compare import format_table, summarize_run
+from mnistlab.data import datasets as data
 from mnistlab.errors import MnistlabError
-from mnistlab.report import (
-    DPI,
+from mnistlab.runs import report as report_module
+from mnistlab.runs.compare import format_table, summarize_run
+from mnistlab.runs.figures import DPI, png_bytes
+from mnistlab.runs.report import (
     FIGSIZES,
     confusion_matrix,
     matching_test_images,
     misclassified_figure,
     misclassified_size,
     per_class_accuracy,
-    png_bytes,
     write_report,
 )
-from mnistlab.rundir import find_runs, read_run
+from mnistlab.runs.rundir import find_runs, read_run
 
 RUNS = Path(__file__).parent / "fixtures" / "runs"
 FINAL_PREDICTIONS = RUNS / "03-final" / "predictions.npz"

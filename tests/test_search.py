@@ -19,10 +19,11 @@ import optuna
 import pytest
 import torch
 
-from mnistlab import rundir, train
 from mnistlab.cli import main
 from mnistlab.config import load_config
-from mnistlab.searchspace import load_space
+from mnistlab.runs import rundir
+from mnistlab.search.space import load_space
+from mnistlab.training import trainer as train
 
 ROOT = Path(__file__).parent.parent
 SRC = ROOT / "src"
@@ -258,7 +259,7 @@ def test_infeasible_trials_cost_no_training(data_dir, tmp_path, monkeypatch, cap
 
 
 def test_the_median_pruner_compares_no_epoch_before_prune_from(tmp_path):
-    from mnistlab.search import make_pruner
+    from mnistlab.search.run import make_pruner
 
     space = write_space(tmp_path)
     space.write_text(space.read_text().replace("seed = 0", "seed = 0\nprune_from = 3"))

@@ -12,8 +12,11 @@ import pytest
 from PIL import Image
 from test_predict import draw_seven
 
-from mnistlab import predict, preprocess, saliency, serve
 from mnistlab.cli import main
+from mnistlab.inference import classify as predict
+from mnistlab.inference import preprocess, saliency
+from mnistlab.web import app as serve
+from mnistlab.weights import shipped_record, shipped_weights
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
@@ -26,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def classifier() -> serve.Classifier:
-    if not predict.default_checkpoint().is_file():
+    if not shipped_weights().is_file():
         pytest.skip("the shipped model weights/final.pt is not in this checkout")
     return serve.Classifier()
 
@@ -72,7 +75,7 @@ def test_json_data_url_is_classified(client):
 
 def test_model_endpoint_describes_the_model(client, classifier):
     info = client.get("/api/model").json()
-    shipped = json.loads((predict.default_checkpoint().parent / "final.json").read_text())
+    shipped = shipped_record()
     assert info["name"] == shipped["model"]
     assert info["parameters"] == sum(p.numel() for p in classifier.model.parameters())
     assert 90 < info["test_accuracy"] <= 100
@@ -208,7 +211,7 @@ def load_module():
 
 def test_short_load_run_has_no_errors(tmp_path):
     """The load benchmark, small: a real server in a subprocess, concurrent clients."""
-    if not predict.default_checkpoint().is_file():
+    if not shipped_weights().is_file():
         pytest.skip("the shipped model weights/final.pt is not in this checkout")
     load = load_module()
     out = tmp_path / "load.json"

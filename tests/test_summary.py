@@ -7,8 +7,8 @@ from torch import nn
 
 from mnistlab import cli
 from mnistlab.errors import MnistlabError
-from mnistlab.models import create_model
-from mnistlab.summary import (
+from mnistlab.models import build
+from mnistlab.models.summary import (
     Axis,
     format_table,
     has_linear,
@@ -413,7 +413,7 @@ def test_rf_of_non_square_layers_is_unknown():
 
 
 def test_seed_model_layers_params_and_receptive_field():
-    s = summarize(create_model("seed"))
+    s = summarize(build("seed"))
     assert s.total_params == 258_602
     assert s.trainable_params == 258_602
     assert s.non_trainable_params == 0
@@ -429,16 +429,16 @@ def test_seed_model_layers_params_and_receptive_field():
 
 
 def test_model_stats_of_seed():
-    assert model_stats(create_model("seed")) == {
+    assert model_stats(build("seed")) == {
         "params": 258_602,
-        "macs": summarize(create_model("seed")).macs,
+        "macs": summarize(build("seed")).macs,
         "rf": 42,
         "jump": 4,
     }
 
 
 def test_has_linear():
-    assert not has_linear(create_model("seed"))
+    assert not has_linear(build("seed"))
     assert has_linear(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)))
 
 
@@ -491,7 +491,7 @@ def non_square_net() -> nn.Module:
 # Every model the tests above work by hand, the seed, and a few mixed stacks.
 CASES = {
     **{name[5:]: build for name, build in dict(globals()).items() if name.startswith("case_")},
-    "seed": lambda: create_model("seed"),
+    "seed": lambda: build("seed"),
     "view_then_linear": ViewThenLinear,
     "bn_dropout_gap": bn_dropout_gap_net,
     "dilated_grouped_linear": dilated_grouped_linear_net,
@@ -688,8 +688,8 @@ def test_cli_summary_of_a_factory_in_a_module(capsys):
     [
         ("no_such_package.models:Net", "no module 'no_such_package.models'"),
         ("mnistlab.models.compact:no_such_model", "has no attribute 'no_such_model'"),
-        ("mnistlab.summary:BYTES_PER_VALUE", "'BYTES_PER_VALUE' is a int, not a class"),
-        ("mnistlab.summary:parse_shape", "calling it raised TypeError"),
+        ("mnistlab.models.summary:BYTES_PER_VALUE", "'BYTES_PER_VALUE' is a int, not a class"),
+        ("mnistlab.models.summary:parse_shape", "calling it raised TypeError"),
         ("mnistlab.models:list_models", "returned a list, not an nn.Module"),
         ("mnistlab.models:", "no callable named after ':'"),
         ("{dir}/missing.py:Net", "no file"),

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from mnistlab import rundir
+from mnistlab.bench.timeto import Recipe, Run, compile_overhead, format_time_to, time_to
 from mnistlab.cli import main
 from mnistlab.errors import MnistlabError
-from mnistlab.timeto import Recipe, Run, compile_overhead, format_time_to, time_to
+from mnistlab.runs import rundir
 
 
 def experiment(folder: Path, name: str, **keys) -> str:

@@ -8,13 +8,13 @@ import pytest
 import torch
 from faults import interrupted_in_epoch
 
-from mnistlab import train as train_module
-from mnistlab.checkpoint import load_torch
 from mnistlab.cli import main
 from mnistlab.config import Config, from_dict, load_config
 from mnistlab.errors import MnistlabError
-from mnistlab.ship import ship_model
-from mnistlab.train import make_loaders, resume_run, setup, train_epoch, train_run
+from mnistlab.runs.checkpoint import load_torch
+from mnistlab.runs.ship import ship_model
+from mnistlab.training import trainer as train_module
+from mnistlab.training.trainer import make_loaders, resume_run, setup, train_epoch, train_run
 
 TIMING_KEYS = ("seconds", "images_per_s")
 
@@ -319,8 +319,8 @@ def test_ship_copies_the_weights_with_a_description(tmp_path: Path, data_dir: Pa
 
 
 def test_bn_recalibration_gives_the_plain_statistics_of_the_clean_images() -> None:
-    from mnistlab.data import Loader
-    from mnistlab.train import recalibrate_bn
+    from mnistlab.data.datasets import Loader
+    from mnistlab.training.trainer import recalibrate_bn
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.BatchNorm2d(3)).eval()
@@ -341,9 +341,9 @@ def test_bn_recalibration_gives_the_plain_statistics_of_the_clean_images() -> No
 
 
 def test_clean_epochs_train_the_last_epochs_on_unaugmented_images(data_dir: Path) -> None:
-    from mnistlab.augment import make_augment
     from mnistlab.config import AugmentConfig
-    from mnistlab.data import Loader
+    from mnistlab.data.augment import make_augment
+    from mnistlab.data.datasets import Loader
 
     images = torch.randint(0, 256, (40, 28, 28), dtype=torch.uint8)
     labels = torch.arange(40) % 10

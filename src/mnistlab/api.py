@@ -15,7 +15,6 @@ A model is given as an nn.Module, a registered name ("seed", see `mnistlab model
 file, a TrainResult, or "final" (the shipped model).
 """
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,17 +23,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from mnistlab.config import Config, from_dict, load_config, name_for_model, to_dict
-from mnistlab.data import Loader, get_spec, load_split
-from mnistlab.device import pick_device
-from mnistlab.errors import MnistlabError
-from mnistlab.evaluate import evaluate_model
-from mnistlab.export import export_info, export_model
-from mnistlab.modelspec import build_model, spec_of
-from mnistlab.predict import Prediction, checkpoint_path, predict_arrays, predict_files
-from mnistlab.rundir import Run, load_model, read_run
-from mnistlab.summary import Summary, summarize_checked
-from mnistlab.train import Parts, check_compiler, default_out, train_run
+from mnistlab.config import Config, flatten, from_dict, load_config, name_for_model, resolve
+from mnistlab.data.datasets import Loader, get_spec, load_split, normalization, recorded_dataset
+from mnistlab.device import pick_device, use_threads
+from mnistlab.errors import MnistlabError, arg, given
+from mnistlab.inference.classify import Prediction, checkpoint_path, predict_arrays, predict_files
+from mnistlab.inference.exporters import export_info, export_model
+from mnistlab.models import FINAL, build, list_models
+from mnistlab.models.spec import spec_of
+from mnistlab.models.summary import Summary, format_table, summarize, summarize_checked
+from mnistlab.runs.rundir import Run, check_new, load_model, read_run
+from mnistlab.training.metrics import evaluate_model
+from mnistlab.training.trainer import Parts, check_compiler, default_out, resume_run, train_run
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -43,32 +43,43 @@ __all__ = [
     "Data",
     "TrainResult",
     "evaluate",
+    "experiment",
     "export",
     "load",
+    "list_models",
     "load_data",
     "plot_run",
     "predict",
     "summary",
     "train",
+    "run_search",
+    "confirm",
 ]
-
-FINAL = "final"  # names the model shipped inside the package
 
 
 # ----------------------------------------------------------------------------- inspecting
 
 
-def summary(model: nn.Module | type | str, input_size: tuple[int, ...] = (1, 28, 28)) -> Summary:
+def summary(
+    model: nn.Module | type | str | Path, input_size: tuple[int, ...] = (1, 28, 28)
+) -> Summary:
     """Per-layer output shape, parameters, receptive field, jump, start and MACs of a model.
 
-    `model`: an nn.Module, an nn.Module class (built with no arguments), a registered name or
-    "package.module:Class". The result prints as the table, renders as HTML in Jupyter and
+    `model`: an nn.Module, an nn.Module class (built with no arguments), or any spec `load`
+    and `models.build` take: a registered name, "package.module:Class",
+    "path/to/file.py:Class", "final" (the shipped model), or an experiment .toml file (the
+    network it trains). The result prints as the table, renders as HTML in Jupyter and
     holds the numbers (`.rows`, `.total_params`, `.macs`, `.rf`, `.to_dict()`).
     """
     shape = tuple(input_size)
+    if isinstance(model, str | Path) and str(model).endswith(".toml"):
+        cfg = load_config(model)  # an experiment: the network it trains
+        return summarize_checked(
+            build(cfg.model, cfg.net), shape, str(model), ":" in cfg.model, arg("input_size")
+        )
     if isinstance(model, str):
         spec = model
-        return summarize_checked(build_model(spec), shape, spec, ":" in spec, "input_size")
+        return summarize_checked(build(spec), shape, spec, ":" in spec, arg("input_size"))
     if isinstance(model, type) and issubclass(model, nn.Module):
         model = model()
     if not isinstance(model, nn.Module):
@@ -76,7 +87,7 @@ def summary(model: nn.Module | type | str, input_size: tuple[int, ...] = (1, 28,
             f"summary: got a {type(model).__name__}; pass an nn.Module, a registered model "
             "name or 'package.module:Class'"
         )
-    return summarize_checked(model, shape, type(model).__name__, option="input_size")
+    return summarize_checked(model, shape, type(model).__name__, option=arg("input_size"))
 
 
 # ----------------------------------------------------------------------------- data
@@ -111,7 +122,7 @@ def load_data(
     batch_size: int = 64,
     shuffle: bool | None = None,
     seed: int = 0,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     data_dir: str | Path | None = None,
 ) -> Data:
     """One split ("train" or "test") of "mnist" or "fashion-mnist" as tensors and a loader.
@@ -136,7 +147,7 @@ def load_data(
         std=spec.std,
         shuffle=split == "train" if shuffle is None else shuffle,
         seed=seed,
-        device=device,
+        device=pick_device(device),
     )
     return Data(images, labels, spec.classes, spec.mean, spec.std, loader)
 
@@ -169,10 +180,6 @@ class TrainResult:
         return f"TrainResult({str(self.run_dir)!r}, {self.config.model}, {epochs}: {acc})"
 
 
-# Keyword arguments of train() that are how to run, not what to train (not config keys).
-RUN_SETTINGS = ("out", "device", "compile", "tensorboard")
-
-
 class _KeepParts:
     """A sink that keeps the trainer's parts, for the trained model."""
 
@@ -195,77 +202,125 @@ def _experiment(target: Any) -> tuple[Config, Any]:
         return Config(name=target.__name__, model=spec_of(target)), target
     if isinstance(target, Path) or (isinstance(target, str) and target.endswith(".toml")):
         return load_config(target), None
-    if isinstance(target, str):
-        return Config(name=name_for_model(target), model=target), None
+    if isinstance(target, str):  # a model by name, with the default recipe
+        return from_dict(
+            {"name": name_for_model(target), "model": target}, given("model", target)
+        ), None
     raise MnistlabError(
         f"train: got a {type(target).__name__}; pass an nn.Module, a registered model name, "
         "'package.module:Class', an experiment .toml file or a Config"
     )
 
 
-def _with_overrides(cfg: Config, overrides: dict[str, Any], user_model: bool) -> Config:
-    """`cfg` with config keys changed; a table (optimizer={...}) changes only the keys given."""
-    if user_model and "model" in overrides:
-        raise MnistlabError("train: model= names a model to build; the nn.Module passed is trained")
-    data = to_dict(cfg)
-    for key, value in overrides.items():
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            value = dataclasses.asdict(value)
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key] = {**data[key], **value}
-        else:
-            data[key] = value
-    return from_dict(data, "train")
+def _plan(target: Any, overrides: dict[str, Any]) -> tuple[Config, nn.Module | None]:
+    """The Config to train (overrides resolved, every check made) and the caller's model
+    instance to train instead of building cfg.model (or None)."""
+    cfg, model = _experiment("seed" if target is None else target)
+    if model is not None and "model" in overrides:
+        raise MnistlabError(
+            f"{arg('model')} names a model to build; the nn.Module passed is trained"
+        )
+    return resolve(cfg, overrides), model
+
+
+def experiment(
+    model_or_experiment: nn.Module | type | str | Path | Config | None = None, **overrides: Any
+) -> Config:
+    """The Config that `train` runs for the same arguments, every check made, nothing trained
+    (what the run's config.toml will record)."""
+    return _plan(model_or_experiment, overrides)[0]
 
 
 def train(
-    model_or_experiment: nn.Module | type | str | Path | Config = "seed",
+    model_or_experiment: nn.Module | type | str | Path | Config | None = None,
     *,
+    resume: str | Path | None = None,
+    out: str | Path | None = None,
+    device: str | torch.device | None = None,
+    threads: int | None = None,
+    compile: bool = False,
+    tensorboard: str | Path | None = None,
     progress: bool = True,
     console: bool = True,
     data_dir: str | Path | None = None,
     **overrides: Any,
 ) -> TrainResult:
-    """Train a model into a new run directory and return the result.
+    """Train a model into a new run directory, or continue a stopped one, and return the result.
 
     `model_or_experiment`: your nn.Module instance (trained in place; seed torch yourself before
     building it for repeatable initial weights), an nn.Module class (built with no arguments
     after seeding with the config's seed), a registered name, "package.module:Class", an
-    experiment .toml file, or a Config.
+    experiment .toml file, or a Config (default: the registered "seed" network).
 
-    `overrides` are config keys (epochs=2, batch_size=128, limit_train=2000, seed=3,
-    optimizer={"lr": 0.05}, scheduler={"name": "onecycle"}, ...) and how to run: out (the run
-    directory, default runs/<name>-<timestamp>), device ("cpu", "cuda"; default cuda when
-    present), compile (torch.compile), tensorboard (a log folder). `progress` shows a tqdm bar
-    per epoch (a widget in Jupyter), `console` the seed notebook's test line after each epoch.
+    `overrides` are config keys: epochs=2, batch_size=128, limit_train=2000, seed=3,
+    optimizer={"lr": 0.05}, scheduler={"max_lr": 0.1}, ... (a table changes only the keys
+    given; an override that the recipe would ignore, such as lr under a onecycle schedule, is
+    refused). How to run: `out` (the run directory, default runs/<name>-<timestamp>),
+    `device` (default cuda when present, else cpu), `threads` (torch CPU threads; sets
+    torch.set_num_threads), `compile` (torch.compile), `tensorboard` (a log folder).
+    `progress` shows a tqdm bar per epoch (a widget in Jupyter), `console` the seed notebook's
+    test line after each epoch. `resume=DIR` continues a stopped run exactly as it was
+    configured (nothing else may be given then but how to run: device, threads, progress,
+    console, tensorboard, data_dir).
 
     The run records how to rebuild the model: its registered name, or "module:Class" for a
     class that can be imported. A class defined in a notebook cannot be; load its weights
     with `ml.load(run_dir, model=Net())`.
     """
-    settings = {key: overrides.pop(key) for key in RUN_SETTINGS if key in overrides}
-    cfg, model = _experiment(model_or_experiment)
-    cfg = _with_overrides(cfg, overrides, model is not None)
-    device = pick_device(settings.get("device"))
-    compile = bool(settings.get("compile", False))
+    if resume is not None:
+        given = {"model_or_experiment": model_or_experiment, "out": out, **flatten(overrides)}
+        given = {k: v for k, v in given.items() if v is not None}
+        if compile:
+            given["compile"] = compile
+        if given:
+            raise MnistlabError(
+                f"{arg('resume')} continues a run as configured; drop {arg(next(iter(given)))}"
+            )
+    torch_device = pick_device(device)  # a device this build cannot use fails first
+    use_threads(threads)
     if compile:
         check_compiler()
-    out = Path(settings["out"]) if settings.get("out") else default_out(cfg.name)
     keep = _KeepParts()
-    records = train_run(
-        cfg,
-        out,
-        device,
-        data_dir,
-        compile,
-        progress,
-        settings.get("tensorboard"),
-        console,
-        model=model,
-        sinks=[keep],
-    )
+    if resume is not None:
+        run_dir = Path(resume)
+        records = resume_run(
+            run_dir, torch_device, data_dir, progress, tensorboard, console, [keep]
+        )
+        if records is None:
+            if console:
+                print(f"{run_dir}: already finished; nothing to resume")
+            run = read_run(run_dir)
+            trained, _ = load_model(run_dir)
+            return TrainResult(run_dir.resolve(), run.metrics, trained.eval(), run.config)
+        cfg = read_run(run_dir).config
+    else:
+        cfg, model = _plan(model_or_experiment, overrides)
+        if cfg.compile and not compile:
+            check_compiler()
+        run_dir = Path(out) if out else default_out(cfg.name)
+        check_new(run_dir)
+        if console:
+            if model is None:  # a caller's own instance is not run before training
+                print(format_table(summarize(build(cfg.model, cfg.net))))
+            print(
+                f"Training {cfg.name} ({cfg.model}) on "
+                f"{torch_device}, {torch.get_num_threads()} threads"
+                f"{', compiled' if compile or cfg.compile else ''} -> {run_dir}"
+            )
+        records = train_run(
+            cfg,
+            run_dir,
+            torch_device,
+            data_dir,
+            compile,
+            progress,
+            tensorboard,
+            console,
+            model=model,
+            sinks=[keep],
+        )
     assert keep.parts is not None  # told after every epoch, and there is at least one
-    return TrainResult(out, records, keep.parts.eval_model.eval(), cfg)
+    return TrainResult(run_dir.resolve(), records, keep.parts.eval_model.eval(), cfg)
 
 
 # ----------------------------------------------------------------------------- trained models
@@ -277,26 +332,22 @@ Trained = nn.Module | TrainResult | str | Path
 def _resolve(target: Trained, model: nn.Module | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """A trained model and its metadata (dataset, mean, std, model_name, ...)."""
     if isinstance(target, nn.Module):
-        spec = get_spec("mnist")
-        return target, {"model_name": spec_of(target), "mean": spec.mean, "std": spec.std}
+        return target, {"model_name": spec_of(target)}
     if isinstance(target, TrainResult):
-        spec = get_spec(target.config.dataset)
-        meta = {"model_name": target.config.model, "dataset": spec.name}
-        return target.model, {**meta, "mean": spec.mean, "std": spec.std}
+        return target.model, {"model_name": target.config.model, "dataset": target.config.dataset}
     if not isinstance(target, str | Path):
         raise MnistlabError(
             f"got a {type(target).__name__}; pass a model, a TrainResult, a run directory, "
             f"a weights file or {FINAL!r}"
         )
-    path = checkpoint_path(None) if str(target) == FINAL else Path(target)
-    return load_model(path, model)
+    return load_model(checkpoint_path(None if str(target) == FINAL else target), model)
 
 
 def load(
     target: str | Path | TrainResult = FINAL,
     *,
     model: nn.Module | None = None,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
 ) -> nn.Module:
     """A trained model in eval mode, ready for inference.
 
@@ -304,8 +355,9 @@ def load(
     checkpoint.pt file, or a TrainResult. `model`: an untrained instance to load the weights
     into, needed when the run's model class was defined in a notebook (`model=Net()`).
     """
+    torch_device = pick_device(device)
     trained, _ = _resolve(target, model)
-    return trained.to(device).eval()
+    return trained.to(torch_device).eval()
 
 
 def evaluate(
@@ -316,18 +368,23 @@ def evaluate(
     limit: int | None = None,
     batch_size: int = 1000,
     device: str | torch.device | None = None,
+    threads: int | None = None,
     data_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Loss, accuracy (%), correct, total, per-class accuracy, confusion matrix and the
-    indices of misclassified images of a trained model on the "test" or "train" split.
+    """Loss, accuracy (%), correct, total, per-class accuracy, confusion matrix, the
+    indices of misclassified images and the class names of a trained model on the "test" or
+    "train" split.
 
     The images are normalised as the model was trained (the run's dataset and mean/std; for
     a bare nn.Module, MNIST's). `limit`: only the first images.
     """
     if split not in ("test", "train"):
         raise MnistlabError(f"evaluate: split must be 'test' or 'train', got {split!r}")
+    torch_device = pick_device(device)
+    use_threads(threads)
     trained, meta = _resolve(model_or_run, model)
-    return evaluate_model(trained, meta, split, data_dir, batch_size, pick_device(device), limit)
+    result = evaluate_model(trained, meta, split, data_dir, batch_size, torch_device, limit)
+    return {**result, "classes": list(recorded_dataset(meta).classes)}
 
 
 def predict(
@@ -335,7 +392,8 @@ def predict(
     model: Trained | None = None,
     *,
     preprocess: bool = True,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
+    threads: int | None = None,
 ) -> list[Prediction]:
     """Predict the digit in image files or images in memory, as `mnistlab predict` does.
 
@@ -345,13 +403,15 @@ def predict(
     default the shipped model. Each Prediction has `.prediction`, `.top3` [(digit, p), ...]
     and `.line()`; an image that cannot be used has `.error` instead.
     """
+    torch_device = pick_device(device)
+    use_threads(threads)
     trained, meta = _resolve(FINAL if model is None else model)
-    spec = get_spec(meta.get("dataset", "mnist"))
+    mean, std = normalization(meta)
     options = dict(
-        mean=float(meta.get("mean", spec.mean)),
-        std=float(meta.get("std", spec.std)),
+        mean=mean,
+        std=std,
         preprocess_image=preprocess,
-        device=device,
+        device=torch_device,
     )
     if isinstance(images_or_paths, np.ndarray | torch.Tensor):
         images = np.asarray(
@@ -390,7 +450,7 @@ def plot_run(run: TrainResult | Run | str | Path, acc_floor: float | None = None
     """
     import matplotlib.style
 
-    from mnistlab.report import curves_figure
+    from mnistlab.runs.report import curves_figure
 
     if isinstance(run, TrainResult):
         run = run.run_dir
@@ -398,3 +458,88 @@ def plot_run(run: TrainResult | Run | str | Path, acc_floor: float | None = None
         run = read_run(run)
     with matplotlib.style.context("default"):
         return curves_figure(run, acc_floor)
+
+
+# ----------------------------------------------------------------------------- protocols
+
+
+def run_search(
+    space: str | Path,
+    trials: int,
+    *,
+    workers: int = 1,
+    study: str | None = None,
+    storage: str | None = None,
+    runs: str | Path = "results/search",
+    timeout: float | None = None,
+    threads: int | None = None,
+    heartbeat: int = 30,
+    device: str | None = None,
+    data_dir: str | Path | None = None,
+) -> Path:
+    """Run (or continue) an architecture search on Optuna until its study holds `trials`
+    trials (any state); returns the study's folder, RUNS/STUDY (trial-N run directories, and
+    study.db unless `storage` names another database).
+
+    `space`: a search-space TOML file (see searches/); `workers` local worker processes,
+    `threads` each (default: cores / workers); `storage`: an SQLAlchemy URL every worker
+    shares (default sqlite:///RUNS/STUDY/study.db); `timeout` in seconds. Trials choose on the
+    validation split only. Needs mnistlab[search] (mnistlab[postgres] for PostgreSQL).
+    """
+    from mnistlab.search import run as search_run
+
+    name = study or Path(space).stem
+    search_run.run_search(
+        space,
+        trials,
+        workers=workers,
+        study=study,
+        storage=storage,
+        runs=runs,
+        timeout=timeout,
+        threads=threads,
+        heartbeat=heartbeat,
+        device=device,
+        data_dir=data_dir,
+    )
+    return (Path(runs) / name).resolve()
+
+
+def confirm(
+    experiments: str | Path | list[str | Path],
+    *,
+    seeds: int = 3,
+    threads: int | list[int] | tuple[int, ...] = (1, 2),
+    compile: bool = False,
+    results: str | Path = "results",
+    train: bool = True,
+    out: str | Path | None = None,
+    device: str | None = None,
+    data_dir: str | Path | None = None,
+) -> str:
+    """The robustness protocol: train each experiment with seeds 1..`seeds` under every
+    thread setting (each run in a process of its own), into
+    RESULTS/<experiment>/<device>-<threads>t[-compiled]/seed<N>; returns the Markdown table
+    of every run's last 3 test accuracies and whether each holds the 99.4% line.
+
+    Finished runs are read, stopped ones resumed; `train=False` only reads. `out`: also
+    write the table there.
+    """
+    from mnistlab.runs.confirm import confirm as confirm_runs
+
+    if isinstance(experiments, str | Path):
+        experiments = [experiments]
+    if isinstance(threads, int):
+        threads = [threads]
+    _, table = confirm_runs(
+        list(experiments),
+        seeds=seeds,
+        threads=threads,
+        compile=compile,
+        results=results,
+        train=train,
+        out=out,
+        device=device,
+        data_dir=data_dir,
+    )
+    return table

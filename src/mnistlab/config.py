@@ -1,17 +1,19 @@
 """Experiments as plain data: TOML files mapped onto dataclasses, every key and value checked.
 
-An experiment file names a model, a dataset and a recipe; CLI flags override it. Unknown keys
+An experiment file names a model, a dataset and a recipe; `resolve` applies overrides (flags or
+keywords). Unknown keys
 and bad values are errors that name the key, so a typo never silently trains the wrong thing.
 """
 
 import dataclasses
 import math
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mnistlab.errors import MnistlabError
+from mnistlab.errors import MnistlabError, arg, given
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("none", "step", "onecycle", "cosine")
@@ -26,6 +28,9 @@ PRECISIONS = ("fp32", "bf16", "auto")  # auto: bf16 where the CPU/GPU computes i
 # Seeds are 32-bit, as numpy's are; shuffling derives seed * 100003 + epoch from them, which
 # stays far inside torch's 64-bit generator seed for every seed in range.
 SEED_MAX = 2**32 - 1
+# The protocol a recipe is judged by: test accuracy in each of its last epochs.
+TARGET_ACC = 99.4  # test accuracy (%) the experiments aim for
+LAST_N = 3  # epochs averaged for a steadier "final" accuracy than the last epoch alone
 NAME_MAX = 200  # leaves room for "-<timestamp>" in a 255-byte folder name
 INT_MAX = 2**31 - 1  # any other whole number: torch and the CPU count take 32-bit ints
 
@@ -195,9 +200,9 @@ def validate(cfg: Config, where: str) -> Config:
         if not ok:
             raise MnistlabError(f"{where}: {path} {rule}, got {value!r}")
 
-    from mnistlab.data import DATASETS
-    from mnistlab.models import NET, list_models
-    from mnistlab.models.netspec import check_net
+    from mnistlab.data.datasets import DATASETS
+    from mnistlab.models.netspec import NET, check_net
+    from mnistlab.models.registry import ALIASES, MODELS
 
     if cfg.net or cfg.model == NET:
         need(
@@ -207,12 +212,13 @@ def validate(cfg: Config, where: str) -> Config:
     else:
         # A spec with ':' names a user's model (package.module:Class, file.py:Class);
         # building it checks it.
-        need(
-            cfg.model in list_models(aliases=True) or ":" in cfg.model,
-            "model",
-            f"must be one of {', '.join(list_models())} or package.module:callable",
-            cfg.model,
-        )
+        if cfg.model not in MODELS and cfg.model not in ALIASES and ":" not in cfg.model:
+            need(
+                False,
+                "model",
+                f"must be one of {', '.join(MODELS)} or package.module:callable",
+                cfg.model,
+            )
     need(cfg.dataset in DATASETS, "dataset", f"must be one of {', '.join(DATASETS)}", cfg.dataset)
     need(cfg.epochs >= 1, "epochs", "must be >= 1", cfg.epochs)
     need(cfg.batch_size >= 1, "batch_size", "must be >= 1", cfg.batch_size)
@@ -376,7 +382,9 @@ def override(cfg: Config, where: str = "command line", **changes: Any) -> Config
         *tables, leaf = key.split(".")
         node = data
         for table in tables:
-            node = node[table]
+            node = node.get(table)
+            if not isinstance(node, dict):
+                raise MnistlabError(f"{where}: {key} is not a config key (see `mnistlab train -h`)")
         node[leaf] = value
     return from_dict(data, where)
 
@@ -409,49 +417,57 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 
-# `mnistlab train` flags that change the experiment -> the config key each one sets.
-CLI_FLAGS = {
-    "model": "model",
-    "epochs": "epochs",
-    "batch_size": "batch_size",
-    "lr": "optimizer.lr",
-    "max_lr": "scheduler.max_lr",
-    "seed": "seed",
-    "val_size": "val_size",
-    "limit_train": "limit_train",
-    "limit_test": "limit_test",
-}
+# Config tables an override may give as a dict of some of their keys (optimizer={"lr": 0.05}).
+TABLES = ("optimizer", "scheduler", "augment", "expect", "log")
 
 
-def flag_name(dest: str) -> str:
-    return "--" + dest.replace("_", "-")
+def flatten(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """{"optimizer": {"lr": 0.5}, "epochs": 2} -> {"optimizer.lr": 0.5, "epochs": 2}; None
+    values are left out (not given)."""
+    flat: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = dataclasses.asdict(value)
+        if key in TABLES and isinstance(value, Mapping):
+            flat.update({f"{key}.{leaf}": v for leaf, v in value.items() if v is not None})
+        elif value is not None:
+            flat[key] = value
+    return flat
 
 
-def cli_overrides(cfg: Config, args: Any) -> Config:
-    """`cfg` with the train flags in `args` (an argparse namespace) applied.
+def resolve(cfg: Config, overrides: Mapping[str, Any] | None = None) -> Config:
+    """The one way an experiment and its overrides become the Config a run trains, for the
+    command line and the API alike.
 
-    Every flag either does what it says or is refused: --lr on a onecycle schedule (which
-    never runs at optimizer.lr) asks for --max-lr, and --max-lr elsewhere asks for --lr.
-    --model drops the experiment's [expect] (those numbers describe its own model). A bad
-    value is an error that names its flag.
+    `overrides`: config keys, dotted ("optimizer.lr") or as tables (optimizer={"lr": 0.5});
+    None values are not given. Every override either does what it says or is refused: lr on a
+    onecycle schedule (which never runs at optimizer.lr) asks for max_lr, and max_lr on another
+    schedule asks for lr. A model named here replaces the experiment's [net] and drops its
+    [expect] (those numbers describe its own model). A bad value is an error naming the
+    argument as the caller spelled it (errors.arg).
     """
-    given = {dest: getattr(args, dest, None) for dest in CLI_FLAGS}
-    given = {dest: value for dest, value in given.items() if value is not None}
-    schedule, model = cfg.scheduler.name, cfg.model
-    if "lr" in given and schedule == "onecycle":
+    changes = flatten(overrides or {})
+    schedule = changes.get("scheduler.name", cfg.scheduler.name)
+    if "optimizer.lr" in changes and schedule == "onecycle":
         raise MnistlabError(
-            "--lr sets optimizer.lr, which a onecycle schedule never runs at (it climbs from "
-            "max_lr / div_factor to max_lr); use --max-lr to set its peak"
+            f"{arg('optimizer.lr')} sets optimizer.lr, which a onecycle schedule never runs at "
+            f"(it climbs from max_lr / div_factor to max_lr); use {arg('scheduler.max_lr')} to "
+            "set its peak"
         )
-    if "max_lr" in given and schedule != "onecycle":
+    if "scheduler.max_lr" in changes and schedule != "onecycle":
         raise MnistlabError(
-            f"--max-lr sets the peak of a onecycle schedule, and this experiment's scheduler "
-            f"is {schedule!r}; use --lr"
+            f"{arg('scheduler.max_lr')} sets the peak of a onecycle schedule, and this "
+            f"experiment's scheduler is {schedule!r}; use {arg('optimizer.lr')}"
         )
-    for dest, value in given.items():
-        # One flag at a time, so that a value out of range is reported with its flag.
-        cfg = override(cfg, flag_name(dest), **{CLI_FLAGS[dest]: value})
-    if cfg.model != model:
+    model = cfg.model
+    try:
+        cfg = override(cfg, "overrides", **changes)
+    except MnistlabError:
+        for key, value in changes.items():
+            # One key at a time, so that the bad value is reported with its argument.
+            cfg = override(cfg, given(key, value), **{key: value})
+        raise
+    if cfg.model != model and not any(k.partition(".")[0] == "expect" for k in changes):
         cfg = dataclasses.replace(cfg, expect=ExpectConfig())
     return cfg
 
@@ -460,15 +476,6 @@ def name_for_model(spec: str) -> str:
     """A run's default name for a model spec: the name, or what follows the ':'
     (path/net.py:Net -> Net)."""
     return spec.rpartition(":")[2]
-
-
-def config_from_cli(args: Any) -> Config:
-    """The experiment `mnistlab train` runs: args.experiment (else the defaults, named after
-    --model) with the flags applied."""
-    experiment = getattr(args, "experiment", None)
-    model = getattr(args, "model", None)
-    cfg = load_config(experiment) if experiment else Config(name=name_for_model(model or "seed"))
-    return cli_overrides(cfg, args)
 
 
 def _escape_controls(text: str, allowed: str) -> str:

@@ -1,63 +1,51 @@
-"""Model registry: models are registered by name and built by name (as in timm)."""
+"""Models: the registered networks (registry.py) and `build`, the one way a network is built."""
 
-from collections.abc import Callable
+from collections.abc import Mapping
+from typing import Any
 
 from torch import nn
 
 from mnistlab.errors import MnistlabError
 
-_MODELS: dict[str, Callable[[], nn.Module]] = {}
-# Former names of renamed models -> their names now. Committed run.json files, checkpoints and
-# the shipped weights carry the names they were written with, so those still build; only the
-# names now are listed.
-ALIASES = {"gap_final": "gap_wide_tail"}
-
-
-def register_model(fn: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
-    """Decorator: register a zero-argument model constructor under its function name."""
-    if fn.__name__ in _MODELS:
-        raise ValueError(f"model {fn.__name__!r} is registered twice")
-    _MODELS[fn.__name__] = fn
-    return fn
-
-
-def list_models(aliases: bool = False) -> list[str]:
-    """Names of all registered models, in registration order (and their former names)."""
-    return list(_MODELS) + (list(ALIASES) if aliases else [])
-
-
-def model_doc(name: str) -> str:
-    """The first line of a registered model's docstring."""
-    return (_MODELS[name].__doc__ or "").strip().split("\n")[0]
-
-
-def create_model(name: str) -> nn.Module:
-    """Build a registered model by name (or by a former name)."""
-    name = ALIASES.get(name, name)
-    if name not in _MODELS:
-        known = ", ".join(_MODELS)
-        raise MnistlabError(f"unknown model {name!r}; registered models: {known}")
-    return _MODELS[name]()
-
-
-NET = "net"  # the model name of an experiment whose [net] table declares its network
-
-
-def build(model: str, net: dict | None = None) -> nn.Module:
-    """The one way a run's network is built: from its [net] table if it has one, else the
-    registered model by name. Training, checkpoints, summary and export all come here."""
-    if net:
-        from mnistlab.models.netspec import build_net
-
-        return build_net(net)
-    if model == NET:
-        raise MnistlabError('model "net" needs a [net] table describing the network')
-    return create_model(model)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 # Importing the families registers their models.
-from mnistlab.models import compact, fast, peer, seed  # noqa: E402, F401
+from mnistlab.models import compact, fast, netspec, peer, seed  # noqa: F401
+from mnistlab.models.netspec import NET
+from mnistlab.models.registry import ALIASES, MODELS, list_models, model_doc, register_model
+
+__all__ = ["ALIASES", "FINAL", "NET", "build", "list_models", "model_doc", "register_model"]
+
+FINAL = "final"  # the model shipped inside the package (mnistlab.weights)
+
+
+def build(spec: str | Mapping[str, Any], net: Mapping[str, Any] | None = None) -> nn.Module:
+    """The network `spec` names, untrained. Every network is built here: training,
+    checkpoints, summary, search, export and benchmarks. `spec` is one of
+
+    - a registered model name (or a former one, see ALIASES);
+    - "net" with its [net] table as `net`, or the [net] table itself;
+    - "package.module:callable" or "path/to/file.py:callable": an nn.Module class or a
+      factory, called with no arguments;
+    - "final": the architecture of the model shipped in the package.
+
+    A run's model spec and [net] table (`build(cfg.model, cfg.net)`) rebuild its network.
+    """
+    if isinstance(spec, Mapping):
+        return netspec._build(dict(spec))
+    if net:
+        return netspec._build(dict(net))
+    if spec == NET:
+        raise MnistlabError('model "net" needs a [net] table describing the network')
+    if spec == FINAL:
+        from mnistlab.weights import shipped_record
+
+        record = shipped_record()
+        return build(record["model"], record.get("net"))
+    if ":" in spec:
+        from mnistlab.models.spec import _from_callable
+
+        return _from_callable(spec)
+    make = MODELS.get(ALIASES.get(spec, spec))
+    if make is None:
+        known = ", ".join(list_models())
+        raise MnistlabError(f"unknown model {spec!r}; registered models: {known}")
+    return make()

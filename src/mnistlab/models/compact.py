@@ -5,11 +5,10 @@ taken and what its run showed. All are plain chains of convolutions (no Linear l
 `mnistlab summary` computes their receptive field layer by layer.
 """
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
-from mnistlab.models import register_model
+from mnistlab.models.layers import Chain
+from mnistlab.models.registry import register_model
 
 
 def conv_block(
@@ -31,17 +30,6 @@ def conv_block(
     if dropout:
         layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)
-
-
-class Chain(nn.Module):
-    """A feature chain ending in 10 channels, flattened to log-probabilities."""
-
-    def __init__(self, *layers: nn.Module) -> None:
-        super().__init__()
-        self.layers = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.log_softmax(self.layers(x).flatten(1), dim=1)
 
 
 @register_model

@@ -36,8 +36,9 @@ from typing import Any
 from torch import nn
 
 from mnistlab.errors import MnistlabError
-from mnistlab.models.compact import Chain
+from mnistlab.models.layers import Chain
 
+NET = "net"  # the model name of an experiment whose [net] table declares its network
 NUM_CLASSES = 10
 INPUT = (1, 28, 28)  # channels, height, width
 
@@ -287,8 +288,9 @@ BUILDERS: dict[str, Callable[[dict[str, Any], int], tuple[nn.Module, int]]] = {
 }
 
 
-def build_net(net: dict[str, Any], where: str = "net") -> nn.Module:
-    """The network a [net] table describes, built layer by layer in order."""
+def _build(net: dict[str, Any], where: str = "net") -> nn.Module:
+    """The network a [net] table describes, built layer by layer in order (models.build is
+    the public way)."""
     modules: list[nn.Module] = []
     channels = INPUT[0]
     for layer in check_net(net, where):

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnistlab.models import register_model
+from mnistlab.models.registry import register_model
 
 
 class PeerNet(nn.Module):

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnistlab.models import register_model
+from mnistlab.models.registry import register_model
 
 
 def _conv_relu(cin: int, cout: int, kernel: int, padding: int = 0) -> nn.Sequential:

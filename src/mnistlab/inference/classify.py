@@ -1,0 +1,247 @@
+"""Predict the digit in image files with a trained model (the shipped one by default).
+
+Each file is read, turned into a 28x28 MNIST-style input (see preprocess.py), normalised with
+the model's mean/std and classified in batches. A file that cannot be used gets an error of
+its own; the other files are still predicted.
+
+torch is imported where a model runs, not with this module: everything before that (reading,
+preprocessing, previews) works without it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from mnistlab import weights
+from mnistlab.errors import MnistlabError, given
+from mnistlab.fileio import WriteError, write_files
+from mnistlab.inference import preprocess
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+BATCH_SIZE = 256
+
+
+@dataclass
+class Prediction:
+    file: str
+    prediction: int | None = None
+    top3: list[tuple[int, float]] = field(default_factory=list)
+    error: str | None = None
+    model_input: np.ndarray | None = field(default=None, repr=False, compare=False)  # previews
+
+    def as_dict(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"file": self.file, "error": self.error}
+        top3 = [[digit, prob] for digit, prob in self.top3]
+        return {"file": self.file, "prediction": self.prediction, "top3": top3}
+
+    def line(self) -> str:
+        """`seven.png: 7  (7 0.991, 1 0.006, 2 0.002)`"""
+        ranked = ", ".join(f"{digit} {prob:.3f}" for digit, prob in self.top3)
+        return f"{self.file}: {self.prediction}  ({ranked})"
+
+
+def checkpoint_path(checkpoint: str | Path | None) -> Path:
+    """The checkpoint to use: the given one, else the shipped model (which must exist)."""
+    if checkpoint is not None:
+        return Path(checkpoint)
+    path = weights.shipped_weights()
+    if not path.is_file():
+        raise MnistlabError(
+            f"{path}: the shipped model is missing from this installation; "
+            "pass --checkpoint RUNDIR_OR_MODEL_PT or reinstall mnistlab"
+        )
+    return path
+
+
+def file_kind_problem(path: str | Path) -> str | None:
+    """Why a path cannot be read as an image file, from stat alone (None: it is a regular
+    file). Opening a FIFO or a terminal would block, so nothing is opened before this."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as e:
+        return f"cannot read ({e.strerror or type(e).__name__})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a directory, not an image"
+    kinds = (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    )
+    kind = next((name for test, name in kinds if test(mode)), "not a regular file")
+    return f"is {kind}, not an image file; give the path of an image file"
+
+
+def prepare_file(path: str | Path, preprocess_image: bool = True) -> np.ndarray:
+    """One image file as the model's 28x28 input in [0, 1] (white ink on black)."""
+    problem = file_kind_problem(path)
+    if problem is not None:
+        raise MnistlabError(f"{path}: {problem}")
+    try:
+        gray = preprocess.read_grayscale(path)
+        if preprocess_image:
+            return preprocess.mnist_style(gray)
+        return check_not_blank(preprocess.as_28x28(gray))
+    except MnistlabError as e:
+        raise MnistlabError(f"{path}: {e}") from e
+
+
+def check_not_blank(image: np.ndarray) -> np.ndarray:
+    """A 28x28 input fed as it is must still hold a digit: some pixels differ from the rest."""
+    if float(image.max()) - float(image.min()) < preprocess.MIN_CONTRAST:
+        raise MnistlabError(
+            "blank image: no ink found (every pixel is about the same); "
+            "give an image of a digit, white ink on black"
+        )
+    return image
+
+
+def classify(
+    model: nn.Module,
+    images: np.ndarray,
+    mean: float,
+    std: float,
+    device: torch.device | str = "cpu",
+    batch_size: int = BATCH_SIZE,
+) -> torch.Tensor:
+    """Class probabilities [N, 10] for 28x28 images [N, 28, 28] in [0, 1]."""
+    import torch
+
+    model = model.to(device).eval()
+    x = torch.from_numpy(np.asarray(images, dtype=np.float32)).unsqueeze(1)
+    probs = []
+    with torch.inference_mode():
+        for start in range(0, len(x), batch_size):
+            # Not in place: on the CPU `x` shares memory with the caller's array.
+            batch = (x[start : start + batch_size].to(device) - mean) / std
+            # softmax of log-probabilities is the probabilities (and of logits too).
+            probs.append(torch.softmax(model(batch).float(), dim=1).cpu())
+    return torch.cat(probs) if probs else torch.empty(0, 10)
+
+
+def predict_files(
+    model: nn.Module,
+    files: list[str | Path],
+    *,
+    mean: float | None = None,
+    std: float | None = None,
+    preprocess_image: bool = True,
+    show_dir: str | Path | None = None,
+    device: torch.device | str = "cpu",
+) -> list[Prediction]:
+    """Predict every file; one that cannot be read or used gets an error, not an exception.
+    `mean`, `std`: the model's normalisation (default: MNIST's, as for a model file that
+    records none).
+
+    With `show_dir`, each model input is then written there as a PNG (see save_previews);
+    a failure to write them raises, after the predictions are made.
+    """
+    results = [Prediction(file=str(f)) for f in files]
+    for result in results:
+        try:
+            result.model_input = prepare_file(result.file, preprocess_image)
+        except MnistlabError as e:
+            result.error = str(e)
+    ready = [r for r in results if r.model_input is not None]
+    rank(model, ready, [r.model_input for r in ready], mean, std, device)
+    if show_dir is not None:
+        save_previews(Path(show_dir), results)
+    return results
+
+
+def rank(
+    model: nn.Module,
+    results: list[Prediction],
+    inputs: list[np.ndarray],
+    mean: float | None,
+    std: float | None,
+    device: torch.device | str = "cpu",
+) -> None:
+    """Fill in each result's prediction and top 3 from its 28x28 input."""
+    if not results:
+        return
+    if mean is None or std is None:
+        from mnistlab.data.datasets import normalization
+
+        mean, std = normalization({})
+    probs = classify(model, np.stack(inputs), mean, std, device)
+    top_probs, top_digits = probs.topk(3, dim=1)
+    for result, digits, ps in zip(results, top_digits.tolist(), top_probs.tolist(), strict=True):
+        result.prediction = digits[0]
+        result.top3 = list(zip(digits, ps, strict=True))
+
+
+def prepare_array(image: np.ndarray, preprocess_image: bool = True) -> np.ndarray:
+    """One grayscale image array (uint8 0-255, or floats in [0, 1]) as the model's input."""
+    gray = np.asarray(image)
+    if gray.ndim != 2:
+        raise MnistlabError(f"image has shape {gray.shape}; expected one grayscale image [H, W]")
+    gray = (gray / 255.0 if gray.dtype == np.uint8 else gray).astype(np.float32)
+    return preprocess.mnist_style(gray) if preprocess_image else preprocess.as_28x28(gray)
+
+
+def predict_arrays(
+    model: nn.Module,
+    images: np.ndarray,
+    *,
+    mean: float | None = None,
+    std: float | None = None,
+    preprocess_image: bool = True,
+    device: torch.device | str = "cpu",
+) -> list[Prediction]:
+    """predict_files for images in memory [N, H, W]; results are named "image 0", ..."""
+    results = [Prediction(file=f"image {i}") for i in range(len(images))]
+    for result, image in zip(results, images, strict=True):
+        try:
+            result.model_input = prepare_array(image, preprocess_image)
+        except MnistlabError as e:
+            result.error = f"{result.file}: {e}"
+    ready = [r for r in results if r.model_input is not None]
+    rank(model, ready, [r.model_input for r in ready], mean, std, device)
+    return results
+
+
+def preview_files(folder: Path, results: list[Prediction]) -> dict[Path, bytes]:
+    """Each model input as PNG bytes at `<folder>/<stem>.png`; a repeated stem gets `-2`, ..."""
+    files: dict[Path, bytes] = {}
+    for result in results:
+        if result.model_input is None:
+            continue
+        stem, number = Path(result.file).stem, 1
+        name = f"{stem}.png"
+        while folder / name in files:
+            number += 1
+            name = f"{stem}-{number}.png"
+        buffer = io.BytesIO()
+        pixels = np.round(result.model_input * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(buffer, "PNG")
+        files[folder / name] = buffer.getvalue()
+    return files
+
+
+def save_previews(folder: Path, results: list[Prediction]) -> None:
+    """Write the previews, all or none: a failure removes the files and folders this call
+    made and is one error naming the folder."""
+    try:
+        write_files(preview_files(folder, results))
+    except WriteError as e:
+        raise MnistlabError(
+            f"{given('show_preprocessed', folder)}: cannot write the previews ({e.reason}); "
+            "no preview was kept; choose a writable folder"
+        ) from None

@@ -1,0 +1,421 @@
+"""A Markdown report with PNG figures from run directories, and the curves of a single run.
+
+The report holds, per experiment, its target, result row, analysis and training curves; across
+experiments, test accuracy against parameters and the full compare table; for the final model,
+its confusion matrix, per-class accuracy and most confident mistakes.
+
+Output is deterministic: the same runs give byte-identical Markdown (no timestamps, fixed float
+formats) and figures of a fixed pixel size (fixed figsize and dpi, matplotlib's default style
+whatever the user's matplotlibrc says, no software version in the PNG metadata).
+Figures are bare matplotlib Figures rendered by Agg: no pyplot, no window, no display needed.
+"""
+
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib.style
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from mnistlab.config import LAST_N, TARGET_ACC, load_config
+from mnistlab.data import datasets as data
+from mnistlab.errors import MnistlabError
+from mnistlab.fileio import write_files
+from mnistlab.runs.compare import format_table, summarize_run
+from mnistlab.runs.figures import FigureWriter, new_figure, png_bytes
+from mnistlab.runs.rundir import Run, find_runs, read_predictions, read_run
+
+# Figure sizes in inches; at DPI dots per inch a (10, 4) figure is a 1000x400 PNG.
+FIGSIZES = {
+    "curves": (10, 4),
+    "params": (8, 5),
+    "confusion": (6, 5.5),
+    "per_class": (8, 4),
+}
+GRID_COLS, MAX_MISCLASSIFIED = 8, 32  # digits per row; the most confident mistakes shown
+# Misclassified grid layout in inches: figure title band, per-digit title band, digit, bottom.
+GRID_HEAD, GRID_TITLE, GRID_DIGIT, GRID_FOOT = 0.35, 0.55, 1.15, 0.1
+SPLIT_COLORS = {"train": "C0", "val": "C2", "test": "C1"}
+SPLIT_LABELS = {"train": "train", "val": "validation", "test": "test"}
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def misclassified_size(shown: int) -> tuple[float, float]:
+    """Figure size in inches of a grid of `shown` digits in rows of GRID_COLS."""
+    rows = max(1, -(-shown // GRID_COLS))
+    return (10, GRID_HEAD + rows * (GRID_TITLE + GRID_DIGIT) + GRID_FOOT)
+
+
+def partial_note(run: Run) -> str:
+    """'' for a finished run, else '(partial: 3/15 epochs)'."""
+    return "" if run.finished else f"(partial: {run.progress})"
+
+
+def warn_if_partial(run: Run) -> None:
+    if not run.finished:
+        print(
+            f"mnistlab: warning: {run.path} is a partial run ({run.progress}); "
+            "plotting the epochs that exist",
+            file=sys.stderr,
+        )
+
+
+def slug(name: str) -> str:
+    """A file-name-safe version of a run name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "run"
+
+
+def class_names(run: Run) -> tuple[str, ...]:
+    return data.get_spec(run.config.get("dataset", "mnist")).classes
+
+
+def load_predictions(run: Run) -> dict[str, np.ndarray] | None:
+    """predictions.npz as {"label", "pred", "confidence"}; None when the run has none yet."""
+    return read_predictions(run.path)
+
+
+def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts with rows = true label, columns = predicted label."""
+    flat = labels.astype(np.int64) * num_classes + preds.astype(np.int64)
+    return np.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def per_class_accuracy(confusion: np.ndarray) -> np.ndarray:
+    """Percent correct per true class (0 for a class with no images)."""
+    totals = confusion.sum(axis=1)
+    return 100.0 * np.diag(confusion) / np.maximum(totals, 1)
+
+
+def matching_test_images(
+    labels: np.ndarray, data_dir: str | Path | None, dataset: str
+) -> np.ndarray | None:
+    """The test images behind predictions.npz, or None when the data is missing or differs.
+
+    A run with limit_test predicts the first N test images, so the first N must carry the same
+    labels; anything else means the data folder holds another dataset than the run used.
+    """
+    try:
+        images, test_labels = data.load_split(dataset, train=False, root=data_dir)
+    except MnistlabError:
+        return None
+    n = len(labels)
+    if n > len(test_labels) or not np.array_equal(test_labels[:n].numpy(), labels):
+        return None
+    return images[:n].numpy()
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+ACC_FLOOR = 97.0
+
+
+def curves_figure(run: Run, acc_floor: float | None = ACC_FLOOR) -> Figure:
+    """Accuracy and loss per epoch, train against test (and validation when there is one).
+
+    The accuracy axis starts at `acc_floor` at the lowest (None: wherever the points are).
+    """
+    fig = new_figure(FIGSIZES["curves"])
+    acc_ax, loss_ax = fig.subplots(1, 2)
+    for split in ("train", "val", "test"):
+        # A split measured only in some epochs (the test set at the end) gets those points.
+        measured = [r for r in run.metrics if f"{split}_acc" in r]
+        if not measured:
+            continue
+        style = {"color": SPLIT_COLORS[split], "marker": "o", "label": SPLIT_LABELS[split]}
+        at = [r["epoch"] for r in measured]
+        acc_ax.plot(at, [r[f"{split}_acc"] for r in measured], **style)
+        loss_ax.plot(at, [r[f"{split}_loss"] for r in measured], **style)
+    acc_ax.axhline(TARGET_ACC, color="grey", linestyle="--", linewidth=1, label=f"{TARGET_ACC}%")
+    # The interesting differences are tenths of a point near 99%: a first epoch at 67% would
+    # flatten them, so the axis starts at ACC_FLOOR and lower points sit below it.
+    lowest = min(r[key] for r in run.metrics for key in r if key.endswith("_acc"))
+    floor = lowest - 0.2 if acc_floor is None else acc_floor
+    acc_ax.set_ylim(bottom=max(lowest - 0.2, floor), top=100.05)
+    floor_note = f" (axis from {floor:g}%)" if lowest - 0.2 < floor else ""
+    acc_ax.set(title=f"Accuracy{floor_note}", xlabel="epoch", ylabel="accuracy (%)")
+    loss_ax.set_yscale("log")  # late epochs differ by a factor, not by an amount
+    loss_ax.set(title="Loss (log scale)", xlabel="epoch", ylabel="loss")
+    for ax in (acc_ax, loss_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    model = run.info.get("model", run.config.get("model", "?"))
+    fig.suptitle(f"{run.name}: {model}, {run.info['params']:,} params {partial_note(run)}".strip())
+    return fig
+
+
+def params_figure(rows: list[dict[str, Any]]) -> Figure:
+    """Last-epochs test accuracy against parameter count: a point per run, a label per experiment.
+
+    Runs of one experiment (seeds) share a label. Runs below the axis floor (a partial seed run
+    after one epoch, say) sit on the floor as a down-pointing triangle, their value in the label.
+    """
+    fig = new_figure(FIGSIZES["params"])
+    ax = fig.subplots()
+    floor = ACC_FLOOR + 1.5
+    experiments: dict[str, list[dict[str, Any]]] = {}
+    for row in (r for r in rows if r["last3_test_acc"] is not None):
+        experiments.setdefault(row["experiment"], []).append(row)
+    for name, group in experiments.items():
+        for row in group:
+            x, y = row["params"], row["last3_test_acc"]
+            face = "C0" if row["finished"] else "white"
+            marker = "v" if y < floor else "o"
+            ax.scatter([x], [max(y, floor)], color=face, edgecolors="C0", marker=marker, zorder=3)
+        label = name if len(group) == 1 else f"{name} ({len(group)} runs)"
+        if any(not row["finished"] for row in group):
+            label += ", partial"
+        lowest = min(row["last3_test_acc"] for row in group)
+        if lowest < floor:
+            label += f": {lowest:.2f}%"
+        top = max(max(row["last3_test_acc"] for row in group), floor)
+        ax.annotate(
+            label, (group[0]["params"], top), xytext=(6, 6), textcoords="offset points", fontsize=9
+        )
+    ax.axhline(TARGET_ACC, color="grey", linestyle="--", linewidth=1, label=f"{TARGET_ACC}%")
+    ax.set_xscale("log")
+    ax.margins(x=0.25, y=0.2)  # room for the point labels
+    ax.set(
+        title=f"Test accuracy (mean of the last {LAST_N} epochs) against parameters",
+        xlabel="parameters (log scale)",
+        ylabel="test accuracy (%)",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    return fig
+
+
+def confusion_figure(confusion: np.ndarray, classes: tuple[str, ...]) -> Figure:
+    fig = new_figure(FIGSIZES["confusion"])
+    ax = fig.subplots()
+    image = ax.imshow(confusion, cmap="Blues")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="test images")
+    threshold = confusion.max() / 2
+    for (true, pred), count in np.ndenumerate(confusion):
+        if count:
+            color = "white" if count > threshold else "black"
+            ax.text(pred, true, str(count), ha="center", va="center", fontsize=8, color=color)
+    ticks = range(len(classes))
+    long_names = max(len(c) for c in classes) > 2
+    ax.set_xticks(
+        ticks, classes, rotation=45 if long_names else 0, ha="right" if long_names else "center"
+    )
+    ax.set_yticks(ticks, classes)
+    errors = int(confusion.sum() - np.trace(confusion))
+    ax.set(
+        title=f"Confusion matrix ({int(confusion.sum()):,} test images, {errors:,} errors)",
+        xlabel="predicted label",
+        ylabel="true label",
+    )
+    return fig
+
+
+def per_class_figure(accuracy: np.ndarray, classes: tuple[str, ...]) -> Figure:
+    fig = new_figure(FIGSIZES["per_class"])
+    ax = fig.subplots()
+    bars = ax.bar(range(len(classes)), accuracy, color="C0")
+    ax.bar_label(bars, [f"{a:.2f}" for a in accuracy], fontsize=8, padding=2)
+    # Accuracies sit close to 100%: start the axis just below the worst class so they differ.
+    ax.set_ylim(max(0.0, float(np.floor(accuracy.min())) - 1), 100.5)
+    ax.set_xticks(range(len(classes)), classes)
+    ax.set(title="Test accuracy per class", xlabel="true label", ylabel="accuracy (%)")
+    ax.grid(alpha=0.3, axis="y")
+    return fig
+
+
+def misclassified_figure(
+    images: np.ndarray,
+    predictions: dict[str, np.ndarray],
+    classes: tuple[str, ...],
+) -> Figure:
+    """The most confident mistakes, each titled with its true and predicted class."""
+    labels, preds, confidence = predictions["label"], predictions["pred"], predictions["confidence"]
+    wrong = np.flatnonzero(labels != preds)
+    order = wrong[np.argsort(-confidence[wrong], kind="stable")][:MAX_MISCLASSIFIED]
+    width, height = misclassified_size(len(order))
+    # Fixed margins in inches instead of a constrained layout, which is slow for many axes.
+    fig = new_figure((width, height), layout=None)
+    grid = {
+        "left": 0.01,
+        "right": 0.99,
+        "bottom": GRID_FOOT / height,
+        "top": 1 - (GRID_HEAD + GRID_TITLE) / height,
+        "hspace": GRID_TITLE / GRID_DIGIT,  # a fraction of the digit's height
+        "wspace": 0.15,
+    }
+    axes = fig.subplots(-(-len(order) // GRID_COLS), GRID_COLS, squeeze=False, gridspec_kw=grid)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, order, strict=False):
+        ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=255)
+        title = f"true: {classes[labels[i]]}\npred: {classes[preds[i]]}\nconf: {confidence[i]:.2f}"
+        ax.set_title(title, fontsize=8)
+    if len(order) < len(wrong):
+        title = f"The {len(order)} most confident of {len(wrong)} misclassified test images"
+    else:
+        title = f"All {len(wrong)} misclassified test images, most confident first"
+    fig.suptitle(title, y=1 - 0.08 / height)
+    return fig
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def text_or_none(text: str) -> str:
+    return text.strip() or "_(none given in config.toml)_"
+
+
+def analysis_text(run: Run, experiments: Path | None) -> str:
+    """The Analysis is written after a run, into its experiment file; read it from there.
+
+    The run's own config.toml records the experiment as it was when the run started (its
+    Target was decided before the run), so its analysis is the fallback.
+    """
+    if experiments is not None:
+        path = experiments / f"{run.experiment}.toml"
+        if path.is_file():
+            analysis = load_config(path).analysis
+            if analysis.strip():
+                return analysis
+    return run.config.get("analysis", "")
+
+
+def experiment_section(
+    run: Run, row: dict[str, Any], figures: FigureWriter, experiments: Path | None = None
+) -> list[str]:
+    heading = f"## {run.name} {partial_note(run)}".strip()
+    link = figures.write(curves_figure(run), f"{slug(run.name)}-curves", f"{run.name}: curves")
+    return [
+        heading,
+        "",
+        "### Target",
+        "",
+        text_or_none(run.config.get("target", "")),
+        "",
+        "### Result",
+        "",
+        format_table([row], "markdown", legend=False),
+        "",
+        "### Analysis",
+        "",
+        text_or_none(analysis_text(run, experiments)),
+        "",
+        link,
+        "",
+    ]
+
+
+def final_section(run: Run, figures: FigureWriter, data_dir: str | Path | None) -> list[str]:
+    lines = [f"## Final model: {run.name}", ""]
+    predictions = load_predictions(run)
+    if predictions is None:
+        return lines + [
+            f"_{run.name} has no predictions.npz (written when a run finishes), so there is "
+            "no confusion matrix, per-class accuracy or misclassified digits._",
+            "",
+        ]
+    classes = class_names(run)
+    labels, preds = predictions["label"], predictions["pred"]
+    confusion = confusion_matrix(labels, preds, len(classes))
+    accuracy = per_class_accuracy(confusion)
+    errors = int(np.sum(labels != preds))
+    lines += [
+        f"{len(labels):,} test images, {errors:,} misclassified: "
+        f"{100.0 * (len(labels) - errors) / len(labels):.2f}% accuracy.",
+        "",
+        figures.write(confusion_figure(confusion, classes), "final-confusion", "Confusion matrix"),
+        "",
+        "### Per-class accuracy",
+        "",
+        figures.write(per_class_figure(accuracy, classes), "final-per-class", "Per-class accuracy"),
+        "",
+        "| class | test images | correct | accuracy (%) | most often mistaken for |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    for k, name in enumerate(classes):
+        mistakes = confusion[k].copy()
+        mistakes[k] = 0
+        worst = f"{classes[mistakes.argmax()]} ({mistakes.max()})" if mistakes.any() else "—"
+        total = int(confusion[k].sum())
+        lines.append(f"| {name} | {total:,} | {confusion[k, k]:,} | {accuracy[k]:.2f} | {worst} |")
+    lines += ["", "### Misclassified digits", ""]
+    if errors == 0:
+        return lines + ["_No test image is misclassified._", ""]
+    images = matching_test_images(labels, data_dir, run.config.get("dataset", "mnist"))
+    if images is None:
+        print(
+            "mnistlab: warning: no matching test images in the data folder; "
+            "the report leaves out the misclassified digits",
+            file=sys.stderr,
+        )
+        lines.append(
+            "_Not shown: the test images are not in the data folder or do not match this run's "
+            "predictions; run `mnistlab data fetch` (or pass --data-dir) and report again._"
+        )
+    else:
+        fig = misclassified_figure(images, predictions, classes)
+        lines.append(figures.write(fig, "final-misclassified", "Misclassified test digits"))
+    return lines + [""]
+
+
+def write_report(
+    run_paths: list[str | Path],
+    out: str | Path = "reports",
+    final: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    experiments: str | Path | None = "experiments",
+) -> Path:
+    """Write out/README.md and out/figures/*.png for the runs; returns the Markdown path.
+
+    `final` is the run whose predictions are analysed (default: the last run); `experiments`
+    is the folder whose TOML files hold each experiment's Analysis.
+    """
+    out = Path(out)
+    runs = [read_run(path) for path in find_runs(run_paths)]
+    final_run = read_run(final) if final else runs[-1]
+    rows = [summarize_run(run) for run in runs]
+    figures = FigureWriter(out / "figures")
+    with matplotlib.style.context("default"):
+        lines = [
+            "# Experiments",
+            "",
+            f"{len(runs)} run{'s' if len(runs) != 1 else ''}, in order. Accuracies are test-set "
+            "percentages unless named otherwise; each run's table row is explained under the "
+            "full table at the end.",
+            "",
+        ]
+        for run, row in zip(runs, rows, strict=True):
+            warn_if_partial(run)
+            lines += experiment_section(
+                run, row, figures, Path(experiments) if experiments else None
+            )
+        lines += [
+            "## Across experiments",
+            "",
+            figures.write(
+                params_figure(rows), "params-accuracy", "Test accuracy against parameters"
+            ),
+            "",
+            format_table(rows, "markdown"),
+            "",
+        ]
+        lines += final_section(final_run, figures, data_dir)
+    path = out / "README.md"
+    text = "\n".join(lines).rstrip("\n") + "\n"
+    write_files({**figures.files, path: text.encode()})
+    return path
+
+
+def plot_run(run_path: str | Path, out: str | Path) -> Path:
+    """Write the accuracy and loss curves of one run as a PNG at `out`."""
+    run = read_run(run_path)
+    warn_if_partial(run)
+    with matplotlib.style.context("default"):
+        write_files({Path(out): png_bytes(curves_figure(run))})
+    return Path(out)
