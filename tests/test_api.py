@@ -303,7 +303,9 @@ def test_predict_files_and_arrays_like_the_command(capsys) -> None:
     assert [r.prediction for r in from_floats] == [e["prediction"] for e in expected]
     assert from_bytes.prediction == expected[0]["prediction"]
     assert from_floats[0].file == "image 0"
-    bad = ml.predict(np.zeros((1, 28, 28)), preprocess=True)[0]
+    with pytest.raises(MnistlabError, match="image 0: blank image"):
+        ml.predict(np.zeros((1, 28, 28)), preprocess=True)
+    bad = ml.predict(np.zeros((1, 28, 28)), preprocess=True, errors="keep")[0]
     assert bad.prediction is None and bad.error.startswith("image 0: ")
 
 

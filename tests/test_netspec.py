@@ -128,7 +128,11 @@ def test_net_tables_round_trip_through_toml():
         ({"layers": [{"type": "conv", "out": 4, "size": 3}]}, "net.layers[0].size is not a key"),
         ({"layers": [{"type": "dense", "out": 10}]}, "net.layers[0].type must be one of"),
         ({"layers": [{"type": "conv", "out": "4"}]}, "net.layers[0].out must be int"),
-        ({"layers": [{"type": "conv", "out": 10, "kernel": 29}]}, "shrinks the map to nothing"),
+        ({"layers": [{"type": "conv", "out": 10, "kernel": 29}]}, "kernel must be in [1, 28]"),
+        (
+            {"layers": [{"type": "maxpool", "kernel": 28}, {"type": "conv", "out": 10}]},
+            "net.layers[1] shrinks the map to nothing",
+        ),
         ({"layers": [{"type": "conv", "out": 8}, {"type": "gap"}]}, "not 10; end with a gap"),
         ({"blocks": [[4], []]}, "net.blocks[1] must hold at least one"),
         ({"blocks": [[4], [8]], "squeeze": [1, 2]}, "net.squeeze must have one width per pool"),

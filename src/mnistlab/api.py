@@ -15,11 +15,11 @@ A model is given as an nn.Module, a registered name ("seed", see `mnistlab model
 file, a TrainResult, or "final" (the shipped model).
 """
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -27,10 +27,16 @@ from mnistlab.config import Config, flatten, from_dict, load_config, name_for_mo
 from mnistlab.data.datasets import Loader, get_spec, load_split, normalization, recorded_dataset
 from mnistlab.device import pick_device, use_threads
 from mnistlab.errors import MnistlabError, arg, given
-from mnistlab.inference.classify import Prediction, checkpoint_path, predict_arrays, predict_files
+from mnistlab.inference import inputs
+from mnistlab.inference.classify import (
+    Predictions,
+    checkpoint_path,
+    file_kind_problem,
+    predict_items,
+)
 from mnistlab.inference.exporters import export_info, export_model
 from mnistlab.models import FINAL, build, list_models
-from mnistlab.models.spec import spec_of
+from mnistlab.models.spec import MAIN, spec_of
 from mnistlab.models.summary import Summary, format_table, summarize, summarize_checked
 from mnistlab.runs.rundir import Run, check_new, load_model, read_run
 from mnistlab.training.metrics import evaluate_model
@@ -65,11 +71,12 @@ def summary(
 ) -> Summary:
     """Per-layer output shape, parameters, receptive field, jump, start and MACs of a model.
 
-    `model`: an nn.Module, an nn.Module class (built with no arguments), or any spec `load`
-    and `models.build` take: a registered name, "package.module:Class",
-    "path/to/file.py:Class", "final" (the shipped model), or an experiment .toml file (the
-    network it trains). The result prints as the table, renders as HTML in Jupyter and
-    holds the numbers (`.rows`, `.total_params`, `.macs`, `.rf`, `.to_dict()`).
+    `model`: an nn.Module, an nn.Module class (built with no arguments), or anything `load`
+    or `models.build` takes: a registered name, "package.module:Class",
+    "path/to/file.py:Class", "final" (the shipped model), a run directory, a model.pt or
+    checkpoint.pt file, a TrainResult, or an experiment .toml file (the network it trains).
+    The result prints as the table, renders as HTML in Jupyter and holds the numbers
+    (`.rows`, `.total_params`, `.macs`, `.rf`, `.to_dict()`).
     """
     shape = tuple(input_size)
     if isinstance(model, str | Path) and str(model).endswith(".toml"):
@@ -77,6 +84,10 @@ def summary(
         return summarize_checked(
             build(cfg.model, cfg.net), shape, str(model), ":" in cfg.model, arg("input_size")
         )
+    if isinstance(model, TrainResult) or (
+        isinstance(model, str | Path) and (Path(model).is_dir() or str(model).endswith(".pt"))
+    ):
+        model, _ = _resolve(model)  # a run directory or weights file: the trained network
     if isinstance(model, str):
         spec = model
         return summarize_checked(build(spec), shape, spec, ":" in spec, arg("input_size"))
@@ -85,7 +96,7 @@ def summary(
     if not isinstance(model, nn.Module):
         raise MnistlabError(
             f"summary: got a {type(model).__name__}; pass an nn.Module, a registered model "
-            "name or 'package.module:Class'"
+            "name, 'package.module:Class', a run directory, a weights file or 'final'"
         )
     return summarize_checked(model, shape, type(model).__name__, option=arg("input_size"))
 
@@ -200,6 +211,11 @@ def _experiment(target: Any) -> tuple[Config, Any]:
         return Config(name=type(target).__name__, model=spec_of(target)), target
     if isinstance(target, type) and issubclass(target, nn.Module):
         return Config(name=target.__name__, model=spec_of(target)), target
+    if isinstance(target, functools.partial) and callable(target.func):
+        # A class or factory with arguments: called after seeding, like a class. Its spec
+        # cannot rebuild it with those arguments, so loading its run asks for the model.
+        name = getattr(target.func, "__qualname__", type(target.func).__name__)
+        return Config(name=name.rpartition(".")[2], model=f"{MAIN}:{name}"), target
     if isinstance(target, Path) or (isinstance(target, str) and target.endswith(".toml")):
         return load_config(target), None
     if isinstance(target, str):  # a model by name, with the default recipe
@@ -207,8 +223,9 @@ def _experiment(target: Any) -> tuple[Config, Any]:
             {"name": name_for_model(target), "model": target}, given("model", target)
         ), None
     raise MnistlabError(
-        f"train: got a {type(target).__name__}; pass an nn.Module, a registered model name, "
-        "'package.module:Class', an experiment .toml file or a Config"
+        f"train: got a {type(target).__name__}; pass an nn.Module, an nn.Module class (or a "
+        "functools.partial of one), a registered model name, 'package.module:Class', an "
+        "experiment .toml file or a Config"
     )
 
 
@@ -267,14 +284,27 @@ def train(
     class that can be imported. A class defined in a notebook cannot be; load its weights
     with `ml.load(run_dir, model=Net())`.
     """
+    from mnistlab.runs.rundir import read_config
+    from mnistlab.training.trainer import check_model, check_run_settings, check_tensorboard
+
+    # How to run, checked first: a blank out= would quietly mean the default folder.
+    check_run_settings(
+        resume=resume,
+        out=out,
+        threads=threads,
+        compile=compile,
+        tensorboard=tensorboard,
+        progress=progress,
+        console=console,
+    )
     if resume is not None:
-        given = {"model_or_experiment": model_or_experiment, "out": out, **flatten(overrides)}
-        given = {k: v for k, v in given.items() if v is not None}
+        extra = {"model_or_experiment": model_or_experiment, "out": out, **flatten(overrides)}
+        extra = {k: v for k, v in extra.items() if v is not None}
         if compile:
-            given["compile"] = compile
-        if given:
+            extra["compile"] = compile
+        if extra:
             raise MnistlabError(
-                f"{arg('resume')} continues a run as configured; drop {arg(next(iter(given)))}"
+                f"{arg('resume')} continues a run as configured; drop {arg(next(iter(extra)))}"
             )
     torch_device = pick_device(device)  # a device this build cannot use fails first
     use_threads(threads)
@@ -291,17 +321,21 @@ def train(
                 print(f"{run_dir}: already finished; nothing to resume")
             run = read_run(run_dir)
             trained, _ = load_model(run_dir)
-            return TrainResult(run_dir.resolve(), run.metrics, trained.eval(), run.config)
-        cfg = read_run(run_dir).config
+            return TrainResult(run_dir.resolve(), run.metrics, trained.eval(), read_config(run_dir))
+        cfg = read_config(run_dir)
     else:
         cfg, model = _plan(model_or_experiment, overrides)
         if cfg.compile and not compile:
             check_compiler()
-        run_dir = Path(out) if out else default_out(cfg.name)
+        run_dir = Path(out) if out is not None else default_out(cfg.name)
         check_new(run_dir)
+        check_tensorboard(tensorboard or cfg.log.tensorboard)
+        # One dry forward pass on the run's device: a model that does not fit the task is
+        # refused here, not by a traceback in the first training step.
+        checked = check_model(cfg, torch_device, model)
         if console:
             if model is None:  # a caller's own instance is not run before training
-                print(format_table(summarize(build(cfg.model, cfg.net))))
+                print(format_table(summarize(checked.cpu())))
             print(
                 f"Training {cfg.name} ({cfg.model}) on "
                 f"{torch_device}, {torch.get_num_threads()} threads"
@@ -318,6 +352,7 @@ def train(
             console,
             model=model,
             sinks=[keep],
+            checked=True,
         )
     assert keep.parts is not None  # told after every epoch, and there is at least one
     return TrainResult(run_dir.resolve(), records, keep.parts.eval_model.eval(), cfg)
@@ -378,8 +413,18 @@ def evaluate(
     The images are normalised as the model was trained (the run's dataset and mean/std; for
     a bare nn.Module, MNIST's). `limit`: only the first images.
     """
-    if split not in ("test", "train"):
-        raise MnistlabError(f"evaluate: split must be 'test' or 'train', got {split!r}")
+    from mnistlab.training.trainer import whole_number
+
+    if not isinstance(split, str) or split not in ("test", "train"):
+        raise MnistlabError(f"{given('split', split)}: must be 'test' or 'train'")
+    if limit is not None:
+        whole_number("limit", limit)
+    whole_number("batch_size", batch_size)
+    if model is not None and not isinstance(model, nn.Module):
+        raise MnistlabError(
+            f"{arg('model')} got a {type(model).__name__}; pass an untrained nn.Module to load "
+            "the weights into"
+        )
     torch_device = pick_device(device)
     use_threads(threads)
     trained, meta = _resolve(model_or_run, model)
@@ -388,40 +433,56 @@ def evaluate(
 
 
 def predict(
-    images_or_paths: str | Path | list[str | Path] | np.ndarray | torch.Tensor,
+    images_or_paths: Any,
     model: Trained | None = None,
     *,
-    preprocess: bool = True,
+    preprocess: bool | None = None,
+    errors: str = "raise",
     device: str | torch.device | None = None,
     threads: int | None = None,
-) -> list[Prediction]:
-    """Predict the digit in image files or images in memory, as `mnistlab predict` does.
+) -> Predictions:
+    """Classify images with a trained model (default: the shipped one), as `mnistlab predict`.
 
-    `images_or_paths`: one path or a list of them (any format Pillow reads), or grayscale
-    images [N, H, W] or [H, W] (uint8, or floats in [0, 1]). Each image is turned into a
-    28x28 MNIST-style input (ink cropped, scaled, centred) unless preprocess=False. `model`:
-    default the shipped model. Each Prediction has `.prediction`, `.top3` [(digit, p), ...]
-    and `.line()`; an image that cannot be used has `.error` instead.
+    `images_or_paths`: a path or a list of paths (any format Pillow reads), a PIL image, or a
+    numpy array or torch tensor shaped [H, W], [N, H, W] or [N, 1, H, W], grayscale or RGB(A)
+    ([H, W, 3], [N, H, W, 3], [N, 3, H, W]); pixels uint8 0-255 or floats in [0, 1].
+    `preprocess`: turn each image into a 28x28 MNIST-style input (ink cropped, scaled,
+    centred; photos of paper cleaned up) first; default: where the model's dataset is
+    handwritten digits, not for Fashion-MNIST. `errors="raise"` raises for an image that
+    cannot be read or used (a missing file, a blank image); "keep" gives it `.error`.
+
+    Returns a list of Prediction (`.prediction` the class, `.name` its name, `.top3`,
+    `.probabilities`, `.line()`), which also stacks them: `.labels` [N],
+    `.probabilities` [N, classes], `.names`.
     """
+    if errors not in ("raise", "keep"):
+        raise MnistlabError(f"{given('errors', errors)}: must be 'raise' or 'keep'")
+    if preprocess is not None and not isinstance(preprocess, bool):
+        raise MnistlabError(f"{given('preprocess', preprocess)}: must be True, False or None")
+    named = inputs.items(images_or_paths)  # bad input fails before any model is loaded
+    if errors == "raise":
+        for name, item in named:
+            problem = file_kind_problem(item) if isinstance(item, Path) else None
+            if problem is not None:
+                raise MnistlabError(f"{name}: {problem}")
     torch_device = pick_device(device)
     use_threads(threads)
     trained, meta = _resolve(FINAL if model is None else model)
     mean, std = normalization(meta)
-    options = dict(
+    dataset = recorded_dataset(meta)
+    results = predict_items(
+        trained,
+        named,
         mean=mean,
         std=std,
-        preprocess_image=preprocess,
+        classes=dataset.classes,
+        preprocess_image=dataset.digits if preprocess is None else preprocess,
         device=torch_device,
     )
-    if isinstance(images_or_paths, np.ndarray | torch.Tensor):
-        images = np.asarray(
-            images_or_paths.cpu() if torch.is_tensor(images_or_paths) else images_or_paths
-        )
-        if images.ndim == 2:
-            images = images[None]
-        return predict_arrays(trained, images, **options)
-    paths = [images_or_paths] if isinstance(images_or_paths, str | Path) else images_or_paths
-    return predict_files(trained, list(paths), **options)
+    failed = next((r for r in results if r.error is not None), None)
+    if errors == "raise" and failed is not None:
+        raise MnistlabError(failed.error)
+    return results
 
 
 def export(
@@ -436,6 +497,14 @@ def export(
     The file takes float32 [N, 1, 28, 28] normalised with the mean and std it carries in its
     metadata, and returns log-probabilities [N, 10] (see `mnistlab export`).
     """
+    from mnistlab.inference.exporters import check_format, check_out
+
+    check_out(path, check_format(format))  # before the model is loaded
+    if model is not None and not isinstance(model, nn.Module):
+        raise MnistlabError(
+            f"{arg('model')} got a {type(model).__name__}; pass an untrained nn.Module to load "
+            "the weights into"
+        )
     trained, meta = _resolve(model_or_run, model)
     export_model(trained, format, path, export_info(meta))
     return Path(path)

@@ -7,6 +7,7 @@ and bad values are errors that name the key, so a typo never silently trains the
 
 import dataclasses
 import math
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,15 @@ TARGET_ACC = 99.4  # test accuracy (%) the experiments aim for
 LAST_N = 3  # epochs averaged for a steadier "final" accuracy than the last epoch alone
 NAME_MAX = 200  # leaves room for "-<timestamp>" in a 255-byte folder name
 INT_MAX = 2**31 - 1  # any other whole number: torch and the CPU count take 32-bit ints
+# Upper bounds of values that pass every type check but that torch cannot use, or that mean
+# nothing on this data (docs/reliability.md, "values"). Rates past float32's 3.4e38 stop the
+# optimizer with "value cannot be converted to type float without overflow"; far below that
+# they only diverge, so 1000 bounds every rate (the drill-down's largest is 0.4).
+RATE_MAX = 1e3  # optimizer.lr, optimizer.weight_decay, scheduler.max_lr, scheduler.min_lr
+DIV_MAX = 1e9  # scheduler.div_factor and final_div_factor: past it the rate is only 0
+EPOCHS_MAX = 100_000
+BATCH_MAX = 2**20  # batch_size, test_batch_size: more images than any split here
+BASE_MAX = 32  # how many `base` files an experiment may stand on, one on another
 
 
 @dataclass
@@ -220,9 +230,15 @@ def validate(cfg: Config, where: str) -> Config:
                 cfg.model,
             )
     need(cfg.dataset in DATASETS, "dataset", f"must be one of {', '.join(DATASETS)}", cfg.dataset)
-    need(cfg.epochs >= 1, "epochs", "must be >= 1", cfg.epochs)
-    need(cfg.batch_size >= 1, "batch_size", "must be >= 1", cfg.batch_size)
-    need(cfg.test_batch_size >= 1, "test_batch_size", "must be >= 1", cfg.test_batch_size)
+    need(
+        1 <= cfg.epochs <= EPOCHS_MAX,
+        "epochs",
+        f"must be >= 1 and at most {EPOCHS_MAX}",
+        cfg.epochs,
+    )
+    for key in ("batch_size", "test_batch_size"):
+        value = getattr(cfg, key)
+        need(1 <= value <= BATCH_MAX, key, f"must be >= 1 and at most {BATCH_MAX}", value)
     need(cfg.val_size >= 0, "val_size", "must be >= 0", cfg.val_size)
     need(cfg.limit_train >= 0, "limit_train", "must be >= 0", cfg.limit_train)
     need(cfg.limit_test >= 0, "limit_test", "must be >= 0", cfg.limit_test)
@@ -256,9 +272,14 @@ def validate(cfg: Config, where: str) -> Config:
         f"must be one of {', '.join(OPTIMIZERS)}",
         opt.name,
     )
-    need(opt.lr > 0, "optimizer.lr", "must be > 0", opt.lr)
+    need(0 < opt.lr <= RATE_MAX, "optimizer.lr", f"must be > 0 and at most {RATE_MAX:g}", opt.lr)
     need(0 <= opt.momentum < 1, "optimizer.momentum", "must be in [0, 1)", opt.momentum)
-    need(opt.weight_decay >= 0, "optimizer.weight_decay", "must be >= 0", opt.weight_decay)
+    need(
+        0 <= opt.weight_decay <= RATE_MAX,
+        "optimizer.weight_decay",
+        f"must be >= 0 and at most {RATE_MAX:g}",
+        opt.weight_decay,
+    )
     need(
         len(opt.betas) == 2 and all(0 <= b < 1 for b in opt.betas),
         "optimizer.betas",
@@ -279,16 +300,23 @@ def validate(cfg: Config, where: str) -> Config:
     )
     need(sched.step_size >= 1, "scheduler.step_size", "must be >= 1", sched.step_size)
     need(0 < sched.gamma <= 1, "scheduler.gamma", "must be in (0, 1]", sched.gamma)
-    need(sched.max_lr > 0, "scheduler.max_lr", "must be > 0", sched.max_lr)
-    need(0 < sched.pct_start < 1, "scheduler.pct_start", "must be in (0, 1)", sched.pct_start)
-    need(sched.div_factor >= 1, "scheduler.div_factor", "must be >= 1", sched.div_factor)
     need(
-        sched.final_div_factor >= 1,
-        "scheduler.final_div_factor",
-        "must be >= 1",
-        sched.final_div_factor,
+        0 < sched.max_lr <= RATE_MAX,
+        "scheduler.max_lr",
+        f"must be > 0 and at most {RATE_MAX:g}",
+        sched.max_lr,
     )
-    need(sched.min_lr >= 0, "scheduler.min_lr", "must be >= 0", sched.min_lr)
+    need(0 < sched.pct_start < 1, "scheduler.pct_start", "must be in (0, 1)", sched.pct_start)
+    for key in ("div_factor", "final_div_factor"):
+        value = getattr(sched, key)
+        rule = f"must be >= 1 and at most {DIV_MAX:g}"
+        need(1 <= value <= DIV_MAX, f"scheduler.{key}", rule, value)
+    need(
+        0 <= sched.min_lr <= RATE_MAX,
+        "scheduler.min_lr",
+        f"must be >= 0 and at most {RATE_MAX:g}",
+        sched.min_lr,
+    )
     need(0 <= aug.rotation <= 180, "augment.rotation", "must be in [0, 180] degrees", aug.rotation)
     need(0 <= aug.translate < 1, "augment.translate", "must be in [0, 1)", aug.translate)
     need(0 <= aug.scale < 1, "augment.scale", "must be in [0, 1)", aug.scale)
@@ -309,10 +337,10 @@ def load_config(path: str | Path) -> Config:
 
     `base = "other.toml"` (relative to the file) starts from another experiment file, so a
     step states only what it changes; tables merge key by key. The base's name, target and
-    analysis are its own and are not inherited.
+    analysis are its own and are not inherited. A chain of bases may be BASE_MAX files deep.
     """
     path = Path(path)
-    data = _with_base(_read_toml(path), path, (path,))
+    data = _with_base(_read_toml(path), path)
     data.setdefault("name", path.stem)
     return from_dict(data, str(path))
 
@@ -320,50 +348,82 @@ def load_config(path: str | Path) -> Config:
 OWN_KEYS = ("name", "target", "analysis")  # what a file says about itself, never inherited
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _read_toml(path: Path, what: str = "an experiment") -> dict[str, Any]:
+    """A TOML file's tables; any problem reading or parsing it is one line naming it.
+
+    `what`: the kind of file, with its article ("an experiment", "a search space").
+    """
+    kind = what.partition(" ")[2]
     try:
         # stat first: reading a FIFO or a terminal would wait forever
         if path.exists() and not path.is_file() and not path.is_dir():
-            raise MnistlabError(f"{path}: not a regular file; give an experiment TOML file")
+            raise MnistlabError(f"{path}: not a regular file; give {what} TOML file")
         text = path.read_text(encoding="utf-8")
     except OSError as e:
-        raise MnistlabError(f"{path}: cannot read experiment file ({e.strerror})") from None
+        raise MnistlabError(f"{path}: cannot read {kind} file ({e.strerror or e})") from None
     except UnicodeDecodeError as e:
         raise MnistlabError(
-            f"{path}: not a text file (byte {e.start} is not UTF-8); give an experiment TOML file"
+            f"{path}: not a text file (byte {e.start} is not UTF-8); give {what} TOML file"
         ) from None
+    except ValueError:  # a NUL byte in the path
+        raise MnistlabError(f"{str(path)!r}: not a usable path; give {what} TOML file") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise MnistlabError(f"{path}: not valid TOML ({e})") from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise MnistlabError(
+            f"{path}: arrays or inline tables nest too deeply for {what} file; flatten them"
+        ) from None
 
 
-def _with_base(data: dict[str, Any], path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
-    """`data` on top of its `base` file's (resolved the same way), without the `base` key."""
-    if "base" not in data:
-        return data
-    base_name = data.pop("base")
-    if not isinstance(base_name, str) or not base_name:
-        raise MnistlabError(f"{path}: base must be the name of another experiment file")
-    base = path.parent / base_name
-    if base.resolve() in [p.resolve() for p in chain]:
-        loop = " -> ".join(str(p) for p in (*chain, base))
-        raise MnistlabError(f"{path}: base files form a cycle: {loop}")
-    if not base.is_file():
-        raise MnistlabError(f"{path}: base file {base} does not exist")
-    inherited = _with_base(_read_toml(base), base, (*chain, base))
-    for key in OWN_KEYS:
-        inherited.pop(key, None)
-    return _merge(inherited, data)
+def _with_base(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """`data` on top of its `base` file's (resolved the same way), without the `base` key.
+
+    Walks the chain of bases one file at a time (no recursion), at most BASE_MAX deep.
+    """
+    top = path
+    files = [(path, data)]
+    seen = [os.path.realpath(path)]
+    while "base" in data:
+        base_name = data.pop("base")
+        if not isinstance(base_name, str) or not base_name.strip() or "\0" in base_name:
+            raise MnistlabError(f"{path}: base must be the name of another experiment file")
+        base = path.parent / base_name
+        if os.path.realpath(base) in seen:
+            loop = " -> ".join(str(p) for p, _ in (*files, (base, None)))
+            raise MnistlabError(f"{path}: base files form a cycle: {loop}")
+        if len(files) > BASE_MAX:
+            raise MnistlabError(
+                f"{path}: base files stand more than {BASE_MAX} deep on each other (from "
+                f"{top}); give {top} a base nearer to it"
+            )
+        if not base.is_file():
+            what = "is not a file" if base.exists() else "does not exist"
+            raise MnistlabError(f"{path}: base file {base} {what}")
+        path, data = base, _read_toml(base)
+        files.append((path, data))
+        seen.append(os.path.realpath(base))
+    merged = files[-1][1]
+    for _, upper in reversed(files[:-1]):
+        for key in OWN_KEYS:
+            merged.pop(key, None)
+        merged = _merge(merged, upper)
+    return merged
 
 
 def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`top` over `base`, tables merged key by key (iteratively: any depth of tables)."""
     merged = dict(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
+    pending = [(merged, top)]
+    while pending:
+        into, upper = pending.pop()
+        for key, value in upper.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                into[key] = dict(into[key])
+                pending.append((into[key], value))
+            else:
+                into[key] = value
     return merged
 
 

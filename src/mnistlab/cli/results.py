@@ -1,10 +1,14 @@
 """`mnistlab confirm`, `compare`, `report` and `plot`: runs into tables and figures."""
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from mnistlab.cli.common import Command, add_data_dir, add_device, int_list, positive
+from mnistlab.errors import MnistlabError
+
+EXPERIMENTS = "experiments"  # report's folder of experiment files, where there is one
 
 
 def add_commands(sub, command: Command) -> None:
@@ -53,8 +57,10 @@ def add_commands(sub, command: Command) -> None:
     )
     p.add_argument(
         "--experiments",
-        default="experiments",
-        help="folder of experiment files whose Analysis the report shows",
+        default=None,
+        metavar="DIR",
+        help="folder of experiment files whose Analysis the report shows (default: "
+        f"{EXPERIMENTS}, where there is one)",
     )
     add_data_dir(p)
     p.set_defaults(handler=report)
@@ -104,7 +110,16 @@ def compare(args: argparse.Namespace) -> int:
 def report(args: argparse.Namespace) -> int:
     from mnistlab.runs.report import write_report
 
-    path = write_report(args.runs, args.out, args.final, args.data_dir, args.experiments)
+    experiments = EXPERIMENTS
+    if args.experiments is not None:  # given: it must be a folder, or it would be ignored
+        experiments = args.experiments
+        if not experiments.strip() or not Path(experiments).is_dir():
+            what = "is not a folder" if os.path.lexists(experiments) else "no such folder"
+            raise MnistlabError(
+                f"--experiments {experiments!r}: {what if experiments.strip() else 'empty'}; "
+                "give the folder of experiment .toml files whose Analysis the report shows"
+            )
+    path = write_report(args.runs, args.out, args.final, args.data_dir, experiments)
     print(f"wrote {path} and its figures in {path.parent / 'figures'}")
     return 0
 

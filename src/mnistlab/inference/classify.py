@@ -34,22 +34,55 @@ BATCH_SIZE = 256
 
 @dataclass
 class Prediction:
+    """One image's answer: the class, its name, the top 3 and every class's probability."""
+
     file: str
     prediction: int | None = None
     top3: list[tuple[int, float]] = field(default_factory=list)
     error: str | None = None
     model_input: np.ndarray | None = field(default=None, repr=False, compare=False)  # previews
+    name: str | None = None  # the class's name ("7", "Sneaker")
+    probabilities: np.ndarray | None = field(default=None, repr=False, compare=False)
+    classes: tuple[str, ...] = field(default=(), repr=False, compare=False)  # names by class
 
     def as_dict(self) -> dict[str, Any]:
         if self.error is not None:
             return {"file": self.file, "error": self.error}
-        top3 = [[digit, prob] for digit, prob in self.top3]
-        return {"file": self.file, "prediction": self.prediction, "top3": top3}
+        top3 = [[label, prob] for label, prob in self.top3]
+        return {"file": self.file, "prediction": self.prediction, "name": self.name, "top3": top3}
 
     def line(self) -> str:
-        """`seven.png: 7  (7 0.991, 1 0.006, 2 0.002)`"""
-        ranked = ", ".join(f"{digit} {prob:.3f}" for digit, prob in self.top3)
-        return f"{self.file}: {self.prediction}  ({ranked})"
+        """`seven.png: 7  (7 0.991, 1 0.006, 2 0.002)`; named classes by their names."""
+        ranked = ", ".join(f"{self._shown(label)} {prob:.3f}" for label, prob in self.top3)
+        return f"{self.file}: {self._shown(self.prediction)}  ({ranked})"
+
+    def _shown(self, label: int | None) -> str:
+        if label is None or not self.classes or self.classes[label] == str(label):
+            return str(label)
+        return f"{label} {self.classes[label]}"
+
+
+class Predictions(list):
+    """Predictions in input order, with their numbers stacked for a batch: `.labels` [N],
+    `.probabilities` [N, classes], `.names`. An image that failed (errors="keep") has label
+    -1, no name and NaN probabilities."""
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([-1 if p.prediction is None else p.prediction for p in self], np.int64)
+
+    @property
+    def names(self) -> list[str | None]:
+        return [p.name for p in self]
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        width = next((len(p.probabilities) for p in self if p.probabilities is not None), 0)
+        rows = [
+            p.probabilities if p.probabilities is not None else np.full(width, np.nan, np.float32)
+            for p in self
+        ]
+        return np.stack(rows) if rows else np.empty((0, width), np.float32)
 
 
 def checkpoint_path(checkpoint: str | Path | None) -> Path:
@@ -120,7 +153,7 @@ def classify(
     device: torch.device | str = "cpu",
     batch_size: int = BATCH_SIZE,
 ) -> torch.Tensor:
-    """Class probabilities [N, 10] for 28x28 images [N, 28, 28] in [0, 1]."""
+    """Class probabilities [N, classes] for 28x28 images [N, 28, 28] in [0, 1]."""
     import torch
 
     model = model.to(device).eval()
@@ -135,31 +168,45 @@ def classify(
     return torch.cat(probs) if probs else torch.empty(0, 10)
 
 
-def predict_files(
+def prepare(item: Path | np.ndarray, preprocess_image: bool = True) -> np.ndarray:
+    """One image, a file or a gray array [H, W] in [0, 1], as the model's 28x28 input."""
+    if isinstance(item, Path):
+        return prepare_file(item, preprocess_image)
+    if preprocess_image:
+        return preprocess.mnist_style(item)
+    return check_not_blank(preprocess.as_28x28(item))
+
+
+def predict_items(
     model: nn.Module,
-    files: list[str | Path],
+    items: list[tuple[str, Path | np.ndarray]],
     *,
     mean: float | None = None,
     std: float | None = None,
+    classes: tuple[str, ...] = (),
     preprocess_image: bool = True,
-    show_dir: str | Path | None = None,
     device: torch.device | str = "cpu",
-) -> list[Prediction]:
-    """Predict every file; one that cannot be read or used gets an error, not an exception.
-    `mean`, `std`: the model's normalisation (default: MNIST's, as for a model file that
-    records none).
-
-    With `show_dir`, each model input is then written there as a PNG (see save_previews);
-    a failure to write them raises, after the predictions are made.
-    """
-    results = [Prediction(file=str(f)) for f in files]
-    for result in results:
+) -> Predictions:
+    """Predict every named image (see inputs.items); one that cannot be read or used gets an
+    error, not an exception. `mean`, `std`: the model's normalisation (default: the recorded
+    dataset's); `classes`: names by class."""
+    results = Predictions(Prediction(file=name) for name, _ in items)
+    for result, (_, item) in zip(results, items, strict=True):
         try:
-            result.model_input = prepare_file(result.file, preprocess_image)
+            result.model_input = prepare(item, preprocess_image)
         except MnistlabError as e:
-            result.error = str(e)
+            result.error = str(e) if isinstance(item, Path) else f"{result.file}: {e}"
     ready = [r for r in results if r.model_input is not None]
-    rank(model, ready, [r.model_input for r in ready], mean, std, device)
+    rank(model, ready, [r.model_input for r in ready], mean, std, classes, device)
+    return results
+
+
+def predict_files(
+    model: nn.Module, files: list[str | Path], *, show_dir: str | Path | None = None, **options
+) -> Predictions:
+    """predict_items for image files; with `show_dir`, each model input is then written there
+    as a PNG (see save_previews), after the predictions are made."""
+    results = predict_items(model, [(str(f), Path(f)) for f in files], **options)
     if show_dir is not None:
         save_previews(Path(show_dir), results)
     return results
@@ -171,9 +218,10 @@ def rank(
     inputs: list[np.ndarray],
     mean: float | None,
     std: float | None,
+    classes: tuple[str, ...] = (),
     device: torch.device | str = "cpu",
 ) -> None:
-    """Fill in each result's prediction and top 3 from its 28x28 input."""
+    """Fill in each result's class, name, top 3 and probabilities from its 28x28 input."""
     if not results:
         return
     if mean is None or std is None:
@@ -181,40 +229,13 @@ def rank(
 
         mean, std = normalization({})
     probs = classify(model, np.stack(inputs), mean, std, device)
-    top_probs, top_digits = probs.topk(3, dim=1)
-    for result, digits, ps in zip(results, top_digits.tolist(), top_probs.tolist(), strict=True):
-        result.prediction = digits[0]
-        result.top3 = list(zip(digits, ps, strict=True))
-
-
-def prepare_array(image: np.ndarray, preprocess_image: bool = True) -> np.ndarray:
-    """One grayscale image array (uint8 0-255, or floats in [0, 1]) as the model's input."""
-    gray = np.asarray(image)
-    if gray.ndim != 2:
-        raise MnistlabError(f"image has shape {gray.shape}; expected one grayscale image [H, W]")
-    gray = (gray / 255.0 if gray.dtype == np.uint8 else gray).astype(np.float32)
-    return preprocess.mnist_style(gray) if preprocess_image else preprocess.as_28x28(gray)
-
-
-def predict_arrays(
-    model: nn.Module,
-    images: np.ndarray,
-    *,
-    mean: float | None = None,
-    std: float | None = None,
-    preprocess_image: bool = True,
-    device: torch.device | str = "cpu",
-) -> list[Prediction]:
-    """predict_files for images in memory [N, H, W]; results are named "image 0", ..."""
-    results = [Prediction(file=f"image {i}") for i in range(len(images))]
-    for result, image in zip(results, images, strict=True):
-        try:
-            result.model_input = prepare_array(image, preprocess_image)
-        except MnistlabError as e:
-            result.error = f"{result.file}: {e}"
-    ready = [r for r in results if r.model_input is not None]
-    rank(model, ready, [r.model_input for r in ready], mean, std, device)
-    return results
+    names = classes or tuple(str(i) for i in range(probs.shape[1]))
+    top_probs, top_labels = probs.topk(min(3, probs.shape[1]), dim=1)
+    rows = zip(results, top_labels.tolist(), top_probs.tolist(), probs.numpy(), strict=True)
+    for result, labels, ps, row in rows:
+        result.prediction, result.name = labels[0], names[labels[0]]
+        result.top3 = list(zip(labels, ps, strict=True))
+        result.probabilities, result.classes = row, names
 
 
 def preview_files(folder: Path, results: list[Prediction]) -> dict[Path, bytes]:

@@ -10,14 +10,16 @@ torch is imported where a model is exported, not with this module (see classify.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mnistlab.errors import MnistlabError, given
+from mnistlab.errors import MnistlabError, arg, given
 from mnistlab.fileio import WriteError, write_files
 
 if TYPE_CHECKING:
@@ -80,19 +82,71 @@ def export_torchscript(model: nn.Module, info: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
+
+
+def check_format(fmt: Any) -> str:
+    if not isinstance(fmt, str) or fmt not in FORMATS:
+        raise MnistlabError(
+            f"{given('format', fmt)}: unknown export format; choose one of: {', '.join(FORMATS)}"
+        )
+    return fmt
+
+
+def check_out(out: Any, fmt: str) -> Path:
+    """The file an export writes for `out`, checked before any work: a file name (not blank,
+    not ending in a separator, not a folder), whose folder can be made, resolvable. A link
+    to a file is written through, as the shell's `>` would; a link loop is refused."""
+    name = f"model{SUFFIXES.get(fmt, '')}"
+    if not isinstance(out, str | os.PathLike):
+        raise MnistlabError(
+            f"{arg('path')} got a {type(out).__name__}; give a file name such as {name!r}"
+        )
+    text = os.fspath(out)
+    if not isinstance(text, str) or not text.strip():
+        blank = f"{arg('path')}{'' if arg('path').endswith('=') else ' '}{text!r}"
+        raise MnistlabError(f"{blank}: empty; give a file name such as {name!r}")
+    shown = given("path", text)
+    if text.endswith(("/", os.sep)) or (os.altsep and text.endswith(os.altsep)):
+        folder = text.rstrip("/" + os.sep + (os.altsep or ""))
+        raise MnistlabError(
+            f"{shown}: ends in a separator, so it names a folder; give a file name such as "
+            f"{os.path.join(folder, name)!r}"
+        )
+    path = Path(text)
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        pass  # new, or a link to a file yet to be written
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise MnistlabError(
+                f"{shown}: cannot be resolved (a symbolic link loop); remove the link or give "
+                "another file name"
+            ) from None
+        if e.errno != errno.ENOTDIR:
+            raise MnistlabError(f"{shown}: unusable path ({e.strerror}); give another") from None
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))  # write the file the link names, keep the link
+    if path.is_dir():
+        raise MnistlabError(
+            f"{shown}: is a directory; give a file name such as {str(path / name)!r}"
+        )
+    for parent in path.parents:
+        if parent.is_dir():
+            break
+        if os.path.lexists(parent):
+            raise MnistlabError(
+                f"{shown}: cannot write there, {parent} is a file, not a folder; give a path "
+                "in a folder"
+            )
+    return path
+
+
 def export_model(model: nn.Module, fmt: str, out: str | Path, info: dict[str, Any]) -> int:
     """Write the model to `out` in `fmt` (atomically); returns the file size in bytes."""
-    out = Path(out)
-    if fmt not in FORMATS:
-        raise MnistlabError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
-    try:
-        is_dir = out.is_dir()
-    except OSError as e:
-        raise MnistlabError(
-            f"{given('path', out)}: unusable path ({e.strerror}); give another"
-        ) from None
-    if is_dir:
-        raise MnistlabError(f"{given('path', out)}: is a directory; give a file name")
+    fmt = check_format(fmt)
+    out = check_out(out, fmt)
     model = model.cpu().eval()
     data = export_onnx(model, info) if fmt == "onnx" else export_torchscript(model, info)
     try:

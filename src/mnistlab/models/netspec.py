@@ -28,6 +28,13 @@ optional 1x1 squeeze between blocks, global average pooling and a 1x1 head to 10
 The family is compiled to a layer list (`family_layers`), so both forms build alike. Modules
 are created in layer order, so the same seed gives the same initial weights as a registered
 model built from the same layers (gap_thin_stem above, for one).
+
+Every size is bounded to what can be built on the 1x28x28 input, and checked before any
+module exists: at most MAX_LAYERS layers; a conv's `out` (and a family's widths) in
+[1, MAX_CHANNELS]; kernel, stride and dilation in [1, 28] (the input's side); a conv's padding
+at most dilation * (kernel - 1) (past that, outputs see only padding), a pool's at most half
+its kernel (as torch requires); every layer's output non-empty, at most MAX_VALUES values per
+image (MAX_TOTAL_VALUES over all layers), and at most MAX_PARAMS parameters in all.
 """
 
 from collections.abc import Callable
@@ -41,6 +48,14 @@ from mnistlab.models.layers import Chain
 NET = "net"  # the model name of an experiment whose [net] table declares its network
 NUM_CLASSES = 10
 INPUT = (1, 28, 28)  # channels, height, width
+# Bounds (see the module docstring): generous for a 28x28 input, and far inside what the
+# allocator and 32-bit sizes take.
+MAX_LAYERS = 256
+MAX_CHANNELS = 4096
+MAX_WINDOW = INPUT[1]  # kernel, stride, dilation
+MAX_VALUES = 2**22  # one layer's output, per image: 4096 channels of 32x32
+MAX_TOTAL_VALUES = 2**25  # all layers' outputs, per image (128 MiB of float32)
+MAX_PARAMS = 2**28  # 1 GiB of float32 weights
 
 # Each layer type: its keys and their defaults (None: required or derived).
 LAYER_KEYS: dict[str, dict[str, Any]] = {
@@ -114,18 +129,31 @@ def _check_layer(layer: Any, where: str, key: str) -> dict[str, Any]:
         if "out" not in out:
             raise _fail(where, f"{key}.out", "is required: the conv's output channels")
         out.setdefault("bias", not out["bn"])
-    for name in ("out", "kernel", "stride", "dilation"):
-        if name in out and out[name] < 1:
-            raise _fail(where, f"{key}.{name}", f"must be >= 1, got {out[name]}")
-    if out.get("padding", 0) < 0:
-        raise _fail(where, f"{key}.padding", f"must be >= 0, got {out['padding']}")
+    if "out" in out and not 1 <= out["out"] <= MAX_CHANNELS:
+        raise _fail(where, f"{key}.out", f"must be in [1, {MAX_CHANNELS}], got {out['out']}")
+    if kind in ("maxpool", "avgpool"):
+        out.setdefault("stride", out["kernel"])
+    for name in ("kernel", "stride", "dilation"):
+        if name in out and not 1 <= out[name] <= MAX_WINDOW:
+            raise _fail(
+                where,
+                f"{key}.{name}",
+                f"must be in [1, {MAX_WINDOW}] (the input's side), got {out[name]}",
+            )
+    if "padding" in out:
+        if kind == "conv":  # past the kernel's reach less one, outputs see only padding
+            most, rule = out["dilation"] * (out["kernel"] - 1), "dilation * (kernel - 1)"
+        else:  # torch's rule for pools
+            most, rule = out["kernel"] // 2, "half the kernel"
+        if not 0 <= out["padding"] <= most:
+            raise _fail(
+                where,
+                f"{key}.padding",
+                f"must be in [0, {most}] (at most {rule}), got {out['padding']}",
+            )
     for name in ("dropout", "p"):
         if name in out and not 0 <= out[name] < 1:
             raise _fail(where, f"{key}.{name}", f"must be in [0, 1), got {out[name]}")
-    if kind in ("maxpool", "avgpool"):
-        out.setdefault("stride", out["kernel"])
-        if out["padding"] * 2 > out["kernel"]:
-            raise _fail(where, f"{key}.padding", "must be at most half the kernel")
     return out
 
 
@@ -140,13 +168,20 @@ def family_layers(net: dict[str, Any], where: str = "net") -> list[dict[str, Any
     blocks = net.get("blocks")
     if not isinstance(blocks, list) or not blocks:
         raise _fail(where, "net.blocks", f"must be a non-empty list of lists, got {blocks!r}")
+    convs = sum(len(b) if isinstance(b, list) else 1 for b in blocks)
+    if convs + 2 * len(blocks) > MAX_LAYERS:  # a conv a width, a pool and a squeeze a block
+        raise _fail(
+            where, "net.blocks", f"holds {convs} convs; a network has at most {MAX_LAYERS} layers"
+        )
     widths = [_int_list(b, where, f"net.blocks[{i}]") for i, b in enumerate(blocks)]
     for i, block in enumerate(widths):
         if not block:
             raise _fail(where, f"net.blocks[{i}]", "must hold at least one conv width")
         for j, w in enumerate(block):
-            if w < 1:
-                raise _fail(where, f"net.blocks[{i}][{j}]", f"must be >= 1, got {w}")
+            if not 1 <= w <= MAX_CHANNELS:
+                raise _fail(
+                    where, f"net.blocks[{i}][{j}]", f"must be in [1, {MAX_CHANNELS}], got {w}"
+                )
     squeeze = _int_list(net.get("squeeze", [0] * (len(widths) - 1)), where, "net.squeeze")
     if len(squeeze) != len(widths) - 1:
         raise _fail(
@@ -154,8 +189,13 @@ def family_layers(net: dict[str, Any], where: str = "net") -> list[dict[str, Any
             "net.squeeze",
             f"must have one width per pool ({len(widths) - 1}), got {len(squeeze)}",
         )
-    if any(s < 0 for s in squeeze):
-        raise _fail(where, "net.squeeze", f"must be >= 0 (0: no squeeze), got {squeeze}")
+    for i, width in enumerate(squeeze):
+        if not 0 <= width <= MAX_CHANNELS:
+            raise _fail(
+                where,
+                f"net.squeeze[{i}]",
+                f"must be in [0, {MAX_CHANNELS}] (0: no squeeze), got {width}",
+            )
     pool_first = _check_value(net.get("pool_first", False), bool, where, "net.pool_first")
     dropout = _check_value(net.get("dropout", 0.0), float, where, "net.dropout")
     if not 0 <= dropout < 1:
@@ -212,6 +252,8 @@ def check_net(net: Any, where: str = "net") -> list[dict[str, Any]]:
         raw = net["layers"]
         if not isinstance(raw, list) or not raw:
             raise _fail(where, "net.layers", "must be a non-empty list of layer tables")
+        if len(raw) > MAX_LAYERS:
+            raise _fail(where, "net.layers", f"has {len(raw)} layers, more than {MAX_LAYERS}")
         layers = [_check_layer(layer, where, f"net.layers[{i}]") for i, layer in enumerate(raw)]
         prefix = "net.layers"
     else:
@@ -225,20 +267,48 @@ def check_net(net: Any, where: str = "net") -> list[dict[str, Any]]:
         layers = [_check_layer(layer, where, "net") for layer in family_layers(net, where)]
         prefix = "net (as layers)"
     channels, height, width = INPUT
+    params = total = 0
     for i, layer in enumerate(layers):
         kind = layer["type"]
         if kind == "conv":
             size = (layer["kernel"], layer["stride"], layer["padding"], layer["dilation"])
             height, width = _window(height, *size), _window(width, *size)
+            params += layer["out"] * (channels * layer["kernel"] ** 2 + layer["bias"])
+            params += 2 * layer["out"] if layer["bn"] else 0
             channels = layer["out"]
         elif kind in ("maxpool", "avgpool"):
             size = (layer["kernel"], layer["stride"], layer["padding"])
             height, width = _window(height, *size), _window(width, *size)
         elif kind == "gap":
             height = width = 1
+        elif kind == "bn":
+            params += 2 * channels
         if height < 1 or width < 1:
             raise _fail(
                 where, f"{prefix}[{i}]", "shrinks the map to nothing; pad, pool less or drop it"
+            )
+        values = channels * height * width
+        total += values
+        if values > MAX_VALUES:
+            raise _fail(
+                where,
+                f"{prefix}[{i}]",
+                f"makes a {channels}x{height}x{width} map, {values:,} values per image, more "
+                f"than {MAX_VALUES:,}; use fewer channels or a smaller map",
+            )
+        if total > MAX_TOTAL_VALUES:
+            raise _fail(
+                where,
+                f"{prefix}[{i}]",
+                f"brings the layers' outputs to {total:,} values per image, more than "
+                f"{MAX_TOTAL_VALUES:,}; use fewer or narrower layers",
+            )
+        if params > MAX_PARAMS:
+            raise _fail(
+                where,
+                f"{prefix}[{i}]",
+                f"brings the network to {params:,} parameters, more than {MAX_PARAMS:,}; "
+                "use fewer channels or smaller kernels",
             )
     if channels * height * width != NUM_CLASSES:
         raise _fail(

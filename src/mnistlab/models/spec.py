@@ -32,6 +32,20 @@ def _fail(spec: str, problem: str) -> MnistlabError:
     return MnistlabError(f"model {spec!r}: {problem}; expected {FORMS} (see `mnistlab models`)")
 
 
+def describe_raised(e: BaseException) -> str:
+    """What the user's code raised, in a few words: 'ValueError: bad', 'SystemExit(0)'."""
+    if isinstance(e, SystemExit):
+        return f"SystemExit({e.code!r}), which would end the program"
+    first = str(e).splitlines()[0] if str(e).strip() else "no message"
+    return f"{type(e).__name__}: {first}"
+
+
+# What a user's code may raise that is their input, not a bug here: any exception, and
+# SystemExit (`sys.exit()` at import, `builtins:exit`), which would end the command with no
+# word and exit status 0. KeyboardInterrupt (Ctrl-C) and GeneratorExit pass through.
+USER_ERRORS = (Exception, SystemExit)
+
+
 def _load_file(spec: str, path: Path) -> object:
     if not path.is_file():
         raise _fail(spec, f"no file {str(path)!r}")
@@ -46,9 +60,12 @@ def _load_file(spec: str, path: Path) -> object:
     sys.path.insert(0, folder)  # as `python file.py` would: it may import its neighbours
     try:
         module_spec.loader.exec_module(module)
-    except Exception as e:
+    except USER_ERRORS as e:
         del sys.modules[name]
-        raise _fail(spec, f"running {str(path)!r} raised {type(e).__name__}: {e}") from e
+        raise _fail(spec, f"running {str(path)!r} raised {describe_raised(e)}") from e
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
     finally:
         sys.path.remove(folder)
     return module
@@ -61,8 +78,8 @@ def _load_module(spec: str, dotted: str) -> object:
         if e.name and dotted.startswith(e.name):  # the module itself, not one it imports
             raise _fail(spec, f"no module {dotted!r}") from e
         raise _fail(spec, f"importing {dotted!r} raised ModuleNotFoundError: {e}") from e
-    except Exception as e:
-        raise _fail(spec, f"importing {dotted!r} raised {type(e).__name__}: {e}") from e
+    except USER_ERRORS as e:
+        raise _fail(spec, f"importing {dotted!r} raised {describe_raised(e)}") from e
 
 
 def _find_callable(spec: str) -> Callable[[], object]:
@@ -96,8 +113,8 @@ def _from_callable(spec: str) -> nn.Module:
     factory = _find_callable(spec)
     try:
         model = factory()
-    except Exception as e:
-        raise _fail(spec, f"calling it raised {type(e).__name__}: {e}") from e
+    except USER_ERRORS as e:
+        raise _fail(spec, f"calling it raised {describe_raised(e)}") from e
     if not isinstance(model, nn.Module):
         raise _fail(spec, f"calling it returned a {type(model).__name__}, not an nn.Module")
     return model

@@ -22,8 +22,8 @@ from matplotlib.ticker import MaxNLocator
 
 from mnistlab.config import LAST_N, TARGET_ACC, load_config
 from mnistlab.data import datasets as data
-from mnistlab.errors import MnistlabError
-from mnistlab.fileio import write_files
+from mnistlab.errors import MnistlabError, arg
+from mnistlab.fileio import replace_folder, write_files
 from mnistlab.runs.compare import format_table, summarize_run
 from mnistlab.runs.figures import FigureWriter, new_figure, png_bytes
 from mnistlab.runs.rundir import Run, find_runs, read_predictions, read_run
@@ -373,10 +373,14 @@ def write_report(
 ) -> Path:
     """Write out/README.md and out/figures/*.png for the runs; returns the Markdown path.
 
+    The folder is replaced as a whole, all or nothing (a folder holding other files than a
+    report is refused); an interrupted earlier report's staging folder is removed.
+
     `final` is the run whose predictions are analysed (default: the last run); `experiments`
     is the folder whose TOML files hold each experiment's Analysis.
     """
     out = Path(out)
+    check_report_folder(out)  # before any figure is drawn
     runs = [read_run(path) for path in find_runs(run_paths)]
     final_run = read_run(final) if final else runs[-1]
     rows = [summarize_run(run) for run in runs]
@@ -406,10 +410,47 @@ def write_report(
             "",
         ]
         lines += final_section(final_run, figures, data_dir)
-    path = out / "README.md"
+    path = out / README
     text = "\n".join(lines).rstrip("\n") + "\n"
-    write_files({**figures.files, path: text.encode()})
+    # All or nothing: the whole folder is staged beside `out` and swapped in at the end, so a
+    # failure or a kill at any moment leaves the old report complete, or the new one.
+    replace_folder(out, {**figures.files, path: text.encode()}, check=check_report_folder)
     return path
+
+
+README, FIGURES = "README.md", "figures"
+# What a killed writer of an older version left inside a report: `.README.md.<hex>.tmp`.
+LEFTOVER = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
+
+
+def check_report_folder(out: Path) -> None:
+    """A report replaces its whole folder: refuse one that holds anything but a report
+    (README.md, figures/*.png), so that no file of the user's is lost with the old report."""
+    try:
+        if not out.is_dir():
+            return
+        for entry in out.iterdir():
+            if entry.name == README and entry.is_file() or LEFTOVER.fullmatch(entry.name):
+                continue
+            if entry.name == FIGURES and entry.is_dir() and not entry.is_symlink():
+                stray = [
+                    f
+                    for f in entry.iterdir()
+                    if not (f.suffix == ".png" or LEFTOVER.fullmatch(f.name)) or not f.is_file()
+                ]
+                if not stray:
+                    continue
+                entry = stray[0]
+            raise MnistlabError(
+                f"{out}: holds {entry.relative_to(out)}, which is not part of a report "
+                f"(README.md and figures/*.png); a report replaces its whole folder: give "
+                f"{arg('out')} a new folder or one holding only a report"
+            )
+    except OSError as e:
+        raise MnistlabError(
+            f"{out}: cannot read the report folder ({e.strerror or e}); give {arg('out')} a "
+            "readable folder"
+        ) from None
 
 
 def plot_run(run_path: str | Path, out: str | Path) -> Path:

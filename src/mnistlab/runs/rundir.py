@@ -37,7 +37,7 @@ from torch import nn
 
 from mnistlab.config import Config, dumps_toml, from_dict, to_dict
 from mnistlab.device import cpu_info
-from mnistlab.errors import MnistlabError
+from mnistlab.errors import MnistlabError, arg, given
 from mnistlab.fileio import atomic_write_bytes, atomic_write_text, make_dirs, remove_dirs
 from mnistlab.runs.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -276,18 +276,25 @@ def load_model(
 # ----------------------------------------------------------------------------- locking
 
 
-def _lock_holder(folder: Path) -> str:
-    """The PID holding a flock on `folder`, from /proc/locks (Linux), else 'another process'."""
+def _flock_pid(folder: Path) -> str | None:
+    """The PID holding a flock on `folder`, from /proc/locks (Linux); None if none is seen.
+    Read, not probed: taking the lock to look could make the training that holds it fail."""
     try:
         st = folder.stat()
         wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
         for line in Path("/proc/locks").read_text().splitlines():
             fields = line.split()
             if "FLOCK" in fields and wanted in fields:
-                return f"process {fields[fields.index(wanted) - 1]}"
+                return fields[fields.index(wanted) - 1]
     except (OSError, IndexError):
         pass
-    return "another process"
+    return None
+
+
+def _lock_holder(folder: Path) -> str:
+    """The PID holding a flock on `folder`, from /proc/locks (Linux), else 'another process'."""
+    pid = _flock_pid(folder)
+    return f"process {pid}" if pid is not None else "another process"
 
 
 @contextmanager
@@ -310,17 +317,48 @@ def locked(folder: Path) -> Iterator[None]:
 # ----------------------------------------------------------------------------- writing
 
 
-def check_new(path: str | Path) -> Path:
-    """Refuse a path that cannot become a new run directory, before any work is done."""
+def blocking_file(path: str | Path, itself: bool = False) -> Path | None:
+    """The file (anything but a folder) that stops folder `path` (or, `itself` False, a
+    file at `path`) from being created: its nearest existing parent, or `path` itself when
+    `itself`. None when nothing stands in the way (a write may still fail for rights or
+    space; that is one line too, see fileio)."""
+    path = Path(path)
+    for candidate in [path] * itself + list(path.parents):
+        if candidate.is_dir():
+            return None
+        if os.path.lexists(candidate):  # a file, or a link to nothing or to itself
+            return candidate
+    return None
+
+
+def check_new(path: str | Path, starting: bool = False) -> Path:
+    """Refuse a path that cannot become a new run directory, before any work is done.
+
+    A folder another training is starting in (locked, its run.json not yet written) is
+    named as in use; `starting`: this process holds that lock itself (create)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise MnistlabError(f"{path}: is a file, not a folder; choose another --out")
+        raise MnistlabError(f"{path}: is a file, not a folder; choose another {arg('out')}")
+    blocker = blocking_file(path, itself=True)
+    if blocker is not None:
+        what = "is a file" if blocker != path else "is a link to nothing"
+        raise MnistlabError(
+            f"cannot write {path}: {blocker} {what}, not a folder; choose another {arg('out')}"
+        )
     if is_run_dir(path):
-        raise MnistlabError(f"{path}: already holds a run; use --resume {path} or another --out")
+        raise MnistlabError(
+            f"{path}: already holds a run; use {given('resume', str(path))} or another {arg('out')}"
+        )
     if path.is_dir() and any(path.iterdir()):
+        pid = None if starting else _flock_pid(path)
+        if pid is not None:
+            raise MnistlabError(
+                f"{path}: in use by a training in process {pid}; "
+                f"wait for it to finish or choose another {arg('out')}"
+            )
         raise MnistlabError(
             f"{path}: folder holds files but is not a run directory; "
-            "choose a new or empty folder for --out"
+            f"choose a new or empty folder for {arg('out')}"
         )
     return path
 
@@ -338,7 +376,7 @@ def create(path: str | Path, cfg: Config, info: dict[str, Any]) -> Iterator[Path
     try:
         with locked(path):
             held = True
-            check_new(path)  # another process may have started a run here meanwhile
+            check_new(path, starting=True)  # another process may have started a run meanwhile
             try:
                 atomic_write_text(path / CONFIG, dumps_toml(to_dict(cfg)))
                 write_info(path, {**info, "finished": False})
@@ -413,6 +451,81 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
+def _leaves(data: Any, prefix: str = "") -> dict[str, Any]:
+    """A config as dotted keys -> values, tuples as lists (as TOML and JSON give them)."""
+    if isinstance(data, dict):
+        found: dict[str, Any] = {}
+        for key, value in data.items():
+            found.update(_leaves(value, f"{prefix}{key}."))
+        return found
+    return {prefix.removesuffix("."): json.loads(json.dumps(data, default=str))}
+
+
+# run.json's record of the config at the start -> the config key it must still equal.
+INFO_CONFIG = {
+    "epochs_planned": "epochs",
+    "name": "name",
+    "model": "model",
+    "dataset": "dataset",
+    "ema": "ema",
+    "bn_recalibrate": "bn_recalibrate",
+    "clean_epochs": "clean_epochs",
+}
+
+
+def config_changes(
+    cfg: Config, info: dict[str, Any], state: dict[str, Any] | None
+) -> list[tuple[str, Any, Any, str]]:
+    """Where config.toml (`cfg`) now differs from the run as it started and trained: run.json
+    and the checkpoint's own copy of the config. (key, value now, value then, the file saying
+    so), one per key; keys an older checkpoint did not have are not compared."""
+    now = _leaves(to_dict(cfg))
+    sources = [
+        (RUN_INFO, {key: info[k] for k, key in INFO_CONFIG.items() if k in info}),
+        (CHECKPOINT, state.get("config") if state is not None else None),
+    ]
+    found: dict[tuple[str, str], tuple[Any, list[str]]] = {}  # (key, value) -> files
+    for file, recorded in sources:
+        if not isinstance(recorded, dict):
+            continue
+        for key, value in _leaves(recorded).items():
+            if key in now and now[key] != value:
+                found.setdefault((key, json.dumps(value)), (value, []))[1].append(file)
+    return [
+        (key, now[key], value, " and ".join(files)) for (key, _), (value, files) in found.items()
+    ]
+
+
+def check_unchanged(path: Path, cfg: Config, info: dict[str, Any], state: dict | None) -> None:
+    """Refuse a config.toml edited after the run started: the schedule, the data order and
+    the checkpoint's state were made for the config as it was, so resuming with another
+    would mix two runs (and fail part-way, files already rewritten)."""
+    changes = config_changes(cfg, info, state)
+    if changes:
+        said = "; ".join(
+            f"{key} = {now!r} but the run was started with {then!r} ({files})"
+            for key, now, then, files in changes
+        )
+        raise MnistlabError(
+            f"{Path(path) / CONFIG}: {said}; put the value{'s' if len(changes) > 1 else ''} "
+            f"back to resume the run as it was, or train a new run with another {arg('out')}"
+        )
+
+
+def check_checkpoint(path: Path, cfg: Config, state: dict[str, Any]) -> None:
+    """The checkpoint belongs to this config and lies within its epochs."""
+    if state.get("model_name") != cfg.model:
+        raise MnistlabError(
+            f"{Path(path) / CHECKPOINT}: holds model {state.get('model_name')!r}, "
+            f"{CONFIG} says {cfg.model!r}; the run directory is damaged"
+        )
+    if state["epoch"] > cfg.epochs:
+        raise MnistlabError(
+            f"{Path(path) / CHECKPOINT}: is from epoch {state['epoch']} of a run of "
+            f"{cfg.epochs} epochs; the run directory is damaged"
+        )
+
+
 def records_at_checkpoint(
     metrics: list[dict[str, Any]], state: dict[str, Any], path: Path
 ) -> list[dict[str, Any]]:
@@ -484,10 +597,12 @@ class Stopped:
 
 
 def resumable(path: str | Path) -> Stopped:
-    """Check a stopped run before any data is loaded.
+    """Check a stopped run before any data is loaded or any file touched.
 
     A checkpoint that is missing while metrics say epochs are done is an error (resuming
-    from nothing would quietly retrain from epoch 1).
+    from nothing would quietly retrain from epoch 1); so is a config.toml that differs from
+    the run as it started (run.json) and trained (the checkpoint's copy of the config), and a
+    checkpoint past the configured epochs.
     """
     path = existing_run_dir(path, "; nothing to resume")
     info = read_info(path)
@@ -497,13 +612,18 @@ def resumable(path: str | Path) -> Stopped:
     if metrics and not has_checkpoint:
         raise MnistlabError(
             f"{path}: {METRICS} records {len(metrics)} epochs but {CHECKPOINT} is missing; "
-            "it cannot be resumed, start a new run with another --out"
+            f"it cannot be resumed, start a new run with another {arg('out')}"
         )
+    state = read_checkpoint(path) if has_checkpoint else None
+    check_unchanged(path, cfg, info, state)
     if len(metrics) > cfg.epochs:
         raise MnistlabError(
             f"{path / METRICS}: {len(metrics)} epochs, more than the {cfg.epochs} configured; "
             "the run directory is damaged"
         )
+    if state is not None:
+        check_checkpoint(path, cfg, state)
+        records_at_checkpoint(metrics, state, path)  # the two files agree
     return Stopped(
         cfg,
         metrics,

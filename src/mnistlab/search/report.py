@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.transforms import blended_transform_factory
 
 from mnistlab.config import dumps_toml, from_dict
-from mnistlab.errors import MnistlabError
+from mnistlab.errors import MnistlabError, arg
 from mnistlab.fileio import write_files
 from mnistlab.runs.figures import FigureWriter, new_figure
 from mnistlab.search.run import (
@@ -285,12 +285,22 @@ def best_experiment(space: Space, study_name: str, trial, row: dict[str, Any]) -
 def write_search_report(
     storage_url: str, study_name: str, out: str | Path, export_best: int = 0
 ) -> Path:
-    """out/README.md, out/figures/*.png and, with export_best, out/experiments/*.toml."""
+    """out/README.md, out/figures/*.png and, with export_best, out/experiments/*.toml.
+
+    Asked to export trials when none has completed, it refuses before writing anything:
+    there is nothing to export, and a report without the files asked for would look done.
+    Fewer completed trials than asked for are all exported, and the report says so.
+    """
     out = Path(out)
     study, trials = load_study(storage_url, study_name)
     space = space_from_data(study.user_attrs["space"], f"study {study_name}")
     rows = [trial_row(t) for t in trials]
     best = ranked(rows)
+    if export_best and not best:
+        raise MnistlabError(
+            f"study {study_name!r}: no trial has completed ({state_counts(rows) or 'no trials'}), "
+            f"so there is no best trial to export; run more trials or drop {arg('export_best')}"
+        )
     figures = FigureWriter(out / "figures")
     files: dict[Path, bytes] = {}
     with matplotlib.style.context("default"):
@@ -329,6 +339,12 @@ def write_search_report(
         lines += ["", "## All trials", "", trials_table(sorted(rows, key=lambda r: r["number"]))]
         if export_best:
             lines += ["", "## Exported experiments", ""]
+            if len(best) < export_best:
+                lines += [
+                    f"{export_best} asked for; only {len(best)} trial"
+                    f"{'s' if len(best) != 1 else ''} completed.",
+                    "",
+                ]
             by_number = {t.number: t for t in trials}
             for row in best[:export_best]:
                 data = best_experiment(space, study_name, by_number[row["number"]], row)

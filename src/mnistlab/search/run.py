@@ -9,21 +9,30 @@ configured test = "never", so the test set is never read. A second objective (pa
 MACs) makes the search multi-objective (a Pareto front).
 
 Workers share one study through its storage: a SQLite file beside the runs by default, or any
-SQLAlchemy URL (PostgreSQL for several machines). `--trials N` caps the study's total across
-workers: a worker asks for a trial only while fewer than N exist, so W workers end with N to
-N+W-1. A worker killed mid-trial stops its heartbeat; the next worker that asks for a trial
-marks it failed. Ctrl-C marks the running trial failed before the worker exits.
+SQLAlchemy URL (PostgreSQL for several machines). A new SQLite file is made whole or not at
+all (built under a temporary name, renamed once the study is recorded), and the runs folder
+is checked before anything is created or any worker starts. `--trials N` caps the study's
+total across workers: a worker asks for a trial only while fewer than N exist, so W workers
+end with N to N+W-1. A worker killed mid-trial stops its heartbeat; the next worker that asks
+for a trial marks it failed. Ctrl-C marks the running trial failed before the worker exits.
 """
 
 import os
+import secrets
 import subprocess
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
 
-from mnistlab.config import LAST_N  # the objective: mean validation accuracy of the last 3
+from mnistlab.config import (
+    LAST_N,  # the objective: mean validation accuracy of the last 3
+    NAME_MAX,
+    SEED_MAX,
+)
 from mnistlab.errors import MnistlabError, arg
+from mnistlab.fileio import WriteError, make_dirs, remove_dirs
 from mnistlab.runs import rundir
 from mnistlab.search.space import (
     Space,
@@ -84,35 +93,112 @@ def storage_error(url: str, e: BaseException) -> MnistlabError:
     )
 
 
-def open_storage(url: str, heartbeat: int | None = None):
-    """An Optuna RDB storage; with `heartbeat`, running trials record a heartbeat every so
-    many seconds and a trial silent for 3 of them is failed by the next worker that asks."""
-    optuna = optuna_module()
-    import sqlalchemy.exc
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite storage URL; None for another database or SQLite in memory."""
+    if not url.startswith("sqlite"):
+        return None
+    try:
+        from sqlalchemy.engine import make_url
 
+        database = make_url(url).database
+    except Exception:  # a malformed URL: open_storage says so
+        return None
+    return Path(database) if database and database != ":memory:" else None
+
+
+def _rdb_storage(url: str, heartbeat: int | None = None):
+    """optuna's RDBStorage for `url`; its errors are raised as they come."""
+    optuna = optuna_module()
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         # Two local workers write the same file: wait for its lock rather than fail.
         kwargs["connect_args"] = {"timeout": 60}
-        folder = url.removeprefix("sqlite:///").split("?")[0]
-        if folder and folder != ":memory:":
-            from mnistlab.fileio import make_dirs
-
-            make_dirs(Path(folder).parent)
     else:
         kwargs["pool_pre_ping"] = True
     beat = {"heartbeat_interval": heartbeat, "grace_period": 3 * heartbeat} if heartbeat else {}
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **beat)
+
+
+def _storage_errors() -> tuple[type[BaseException], ...]:
+    optuna = optuna_module()
+    import sqlalchemy.exc
+
+    return (
+        sqlalchemy.exc.SQLAlchemyError,
+        optuna.exceptions.StorageInternalError,
+        ImportError,
+        ValueError,
+        OSError,
+    )
+
+
+def open_storage(url: str, heartbeat: int | None = None):
+    """An Optuna RDB storage; with `heartbeat`, running trials record a heartbeat every so
+    many seconds and a trial silent for 3 of them is failed by the next worker that asks.
+
+    A SQLite file must exist: only `create_study_file` makes one (whole or not at all), so
+    that opening a storage never leaves an empty database behind.
+    """
+    file = sqlite_file(url)
+    if file is not None and not file.is_file():
+        what = "is not a file" if os.path.lexists(file) else "does not exist"
+        raise MnistlabError(
+            f"storage {shown_url(url)}: {file} {what}; check the URL, or run "
+            "`mnistlab search run` to start the study"
+        )
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **beat)
-    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError, OSError) as e:
+        return _rdb_storage(url, heartbeat)
+    except _storage_errors() as e:
         raise storage_error(url, e) from None
+
+
+def close_storage(storage) -> None:
+    """Close every connection of an RDB storage (its SQLite file may then be renamed)."""
+    storage.remove_session()
+    storage.engine.dispose()
+
+
+def create_study_file(space: Space, study: str, url: str, file: Path) -> None:
+    """A new SQLite study, all or nothing: written under a temporary name beside `file` and
+    linked to its name once the study and its space are recorded. A failure (a full disk)
+    leaves neither a file nor the folders made for it; a study file another worker made
+    meanwhile is kept, and joined."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        created = make_dirs(file.parent)
+    except WriteError as e:
+        raise storage_error(url, OSError(e.reason)) from None
+    tmp = file.parent / f".{file.name}.{secrets.token_hex(4)}.tmp"
+    leftovers = [tmp] + [tmp.with_name(tmp.name + end) for end in ("-journal", "-wal", "-shm")]
+    try:
+        storage = _rdb_storage(make_url(url).set(database=str(tmp)).render_as_string(False))
+        try:
+            open_study(space, study, storage, create=True)
+        finally:
+            close_storage(storage)
+        try:
+            os.link(tmp, file)  # never over a study file made meanwhile (that one is joined)
+        except FileExistsError:
+            pass
+        except OSError:  # a file system without hard links
+            if not file.exists():
+                os.rename(tmp, file)
+    except _storage_errors() as e:
+        raise storage_error(url, e) from None
+    finally:
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        if not file.exists():
+            remove_dirs(created)
 
 
 def make_sampler(space: Space, worker: int, done: int = 0):
     """The space's sampler; seeded, each worker (and each restart, by the trials `done`
     before it) draws its own sequence, so no two draw the same trials."""
     optuna = optuna_module()
-    seed = None if space.seed is None else space.seed + 1000 * done + worker
+    # numpy takes 32-bit seeds: a large seed and many trials wrap around
+    seed = None if space.seed is None else (space.seed + 1000 * done + worker) % (SEED_MAX + 1)
     if space.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     # constant_liar: a running trial counts as a poor one, so parallel workers spread out.
@@ -287,10 +373,7 @@ def work(
         optuna.storages.fail_stale_trials(study)  # a killed worker's trial, if its time is up
         done = count_trials(study)
         if done == 0 and any((runs / study_name).glob("trial-*")):
-            raise MnistlabError(
-                f"{runs / study_name}: holds trials of an earlier study; move them away or "
-                "choose another --study or --runs"
-            )
+            raise earlier_trials(runs / study_name)
         if done >= trials:
             print(f"study {study_name!r} holds {done} trials; nothing to do")
             return 0
@@ -310,6 +393,54 @@ def work(
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
         raise storage_error(storage_url, e) from None
     return 0
+
+
+def earlier_trials(folder: Path) -> MnistlabError:
+    return MnistlabError(
+        f"{folder}: holds trials of an earlier study; move them away or choose another "
+        f"{arg('study')} or {arg('runs')}"
+    )
+
+
+def check_study_name(study: str) -> None:
+    """The study names a folder under the runs folder: one plain folder name."""
+    bad = [c for c in study if c in "/\\" or ord(c) < 32 or ord(c) == 127]
+    if not study.strip() or study in (".", "..") or bad or len(study) > NAME_MAX:
+        raise MnistlabError(
+            f"{arg('study')} {study!r}: must be 1 to {NAME_MAX} characters without slashes or "
+            "control characters (it names the folder of the study's runs)"
+        )
+
+
+def check_runs_folder(folder: Path, study: str, storage_url: str) -> None:
+    """Before anything is created or a worker starts: <runs>/<study> is a folder or nothing,
+    and trial-N folders in it belong to this study (which then holds trials)."""
+    try:
+        if os.path.lexists(folder) and not folder.is_dir():
+            raise MnistlabError(
+                f"{folder}: is not a folder; choose another {arg('runs')} or {arg('study')}"
+            )
+        if not folder.is_dir() or not any(folder.glob("trial-*")):
+            return
+    except OSError as e:
+        raise MnistlabError(
+            f"{folder}: cannot be read ({e.strerror or e}); choose another {arg('runs')}"
+        ) from None
+    file = sqlite_file(storage_url)
+    if file is not None and not file.exists():
+        raise earlier_trials(folder)
+    storage = open_storage(storage_url)
+    try:
+        try:
+            held = storage.get_n_trials(storage.get_study_id_from_name(study))
+        except KeyError:  # no such study yet
+            held = 0
+    except _storage_errors() as e:
+        raise storage_error(storage_url, e) from None
+    finally:
+        close_storage(storage)
+    if held == 0:
+        raise earlier_trials(folder)
 
 
 def worker_command(
@@ -371,9 +502,14 @@ def run_search(
         raise MnistlabError(f"{arg('heartbeat')} {heartbeat}: must be >= 1 second")
     space = load_space(space_file)  # a bad space fails here, before any storage is touched
     check_training_data(space, data_dir)
-    study = study or Path(space_file).stem
+    study = Path(space_file).stem if study is None else study
+    check_study_name(study)
     runs = Path(runs)
     storage = storage or default_storage(runs, study)
+    check_runs_folder(runs / study, study, storage)  # before anything is created
+    file = sqlite_file(storage)
+    if file is not None and not file.exists():
+        create_study_file(space, study, storage, file)
     threads = threads or max(1, cpu_count() // workers)
     if workers == 1:
         torch.set_num_threads(threads)
@@ -396,13 +532,14 @@ def run_search(
             worker_index,
         )
         return
-    # Create the study once, so that the workers only join it.
-    import sqlalchemy.exc
-
+    # Join (or create) the study once, so that the workers only join it.
+    storage_handle = open_storage(storage)
     try:
-        open_study(space, study, open_storage(storage), create=True)
-    except sqlalchemy.exc.SQLAlchemyError as e:
+        open_study(space, study, storage_handle, create=True)
+    except _storage_errors() as e:
         raise storage_error(storage, e) from None
+    finally:
+        close_storage(storage_handle)
     procs = [
         subprocess.Popen(
             worker_command(
@@ -417,19 +554,49 @@ def run_search(
                 timeout,
                 device,
                 data_dir,
-            )
+            ),
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for i in range(workers)
     ]
+    errors: list[list[str]] = [[] for _ in procs]
+    relays = [relay_stderr(p, errors[i]) for i, p in enumerate(procs)]
     try:
         codes = [p.wait() for p in procs]
     except KeyboardInterrupt:  # the workers got the Ctrl-C too: let them record it
         for p in procs:
             p.wait()
         raise
+    finally:
+        for relay in relays:
+            relay.join()
     failed = [(i, c) for i, c in enumerate(codes) if c != 0]
     if failed:
         i, code = failed[0]
+        said = next((errors[j][0] for j, _ in failed if errors[j]), None)
+        if said is not None:  # the worker's own one line, as the command's
+            raise MnistlabError(said)
         raise MnistlabError(
             f"worker {i} exited with status {code}; run the command again to continue the study"
         )
+
+
+ERROR_LINE = "mnistlab: error: "
+
+
+def relay_stderr(proc: subprocess.Popen, errors: list[str]) -> threading.Thread:
+    """Pass a worker's stderr on as it comes, except its one-line errors (kept in `errors`,
+    so that the command ends with one line) and its own "interrupted" (the command says it)."""
+
+    def pump() -> None:
+        for line in proc.stderr:
+            if line.startswith(ERROR_LINE):
+                errors.append(line[len(ERROR_LINE) :].rstrip("\n"))
+            elif line.rstrip("\n") != "mnistlab: interrupted":
+                sys.stderr.write(line)
+                sys.stderr.flush()
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    return thread

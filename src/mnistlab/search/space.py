@@ -37,17 +37,16 @@ squeeze_1, pool_first, dropout and the recipe's dotted keys.
 
 import copy
 import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
-from mnistlab.config import Config, from_dict, to_dict
+from mnistlab.config import SEED_MAX, Config, _read_toml, from_dict, to_dict
 from mnistlab.errors import MnistlabError
 from mnistlab.models import NET, build
-from mnistlab.models.netspec import check_net
+from mnistlab.models.netspec import MAX_CHANNELS, MAX_LAYERS, check_net
 from mnistlab.models.summary import has_linear, model_stats
 
 OBJECTIVE2 = ("none", "params", "macs")
@@ -145,6 +144,39 @@ def _check_knob(value: Any, where: str, key: str) -> Any:
     raise _fail(where, key, f"must be a value, a list of choices or a range, got {value!r}")
 
 
+# What each net knob's values may be: (kind, low, high); bounds as models/netspec.py's.
+# A block's conv count is bounded so that a network stays within netspec.MAX_LAYERS.
+MAX_BLOCKS = 5  # 28 -> 14 -> 7 -> 3 -> 1: a sixth pool leaves nothing
+NET_KNOB_VALUES: dict[str, tuple[type, float, float]] = {
+    "first": (int, 1, MAX_CHANNELS),
+    "width": (int, 1, MAX_CHANNELS),
+    "squeeze": (int, 0, MAX_CHANNELS),
+    "layers": (int, 1, MAX_LAYERS // (2 * MAX_BLOCKS)),
+    "pool_first": (bool, 0, 1),
+    "dropout": (float, 0.0, 1.0),  # high bound excluded
+}
+
+
+def _check_net_knob(value: Any, where: str, key: str, knob: str) -> Any:
+    """A net knob (fixed, choices or a range) whose every value can be built."""
+    _check_knob(value, where, key)
+    kind, low, high = NET_KNOB_VALUES[knob]
+    for item in _knob_values(value):
+        if kind is bool:
+            ok, rule = isinstance(item, bool), "must be true or false"
+        elif kind is int:
+            ok = isinstance(item, int) and not isinstance(item, bool) and low <= item <= high
+            rule = f"must be whole numbers in [{low}, {high}]"
+        else:
+            number = isinstance(item, int | float) and not isinstance(item, bool)
+            ok, rule = number and low <= item < high, f"must be numbers in [{low}, {high})"
+        if not ok:
+            raise _fail(where, key, f"{rule}, got {item!r}")
+    if isinstance(value, dict) and kind is int and not isinstance(value.get("step", 1), int):
+        raise _fail(where, key, f"step must be a whole number, got {value['step']!r}")
+    return value
+
+
 def _knob_values(knob: Any) -> list[Any]:
     """Values that exercise a knob's extremes, for checking before the search starts."""
     if isinstance(knob, list):
@@ -218,6 +250,8 @@ def parse_space(data: dict[str, Any], where: str) -> Space:
             )
     if space.prune_from < 1:
         raise _fail(where, "search.prune_from", f"must be >= 1, got {space.prune_from}")
+    if space.seed is not None and not 0 <= space.seed <= SEED_MAX:
+        raise _fail(where, "search.seed", f"must be in [0, {SEED_MAX}], got {space.seed}")
     if space.sampler == "nsga2" and space.objective2 == "none":
         raise _fail(where, "search.sampler", '"nsga2" needs a second objective (objective2)')
     for key in ("max_params", "max_macs", "min_rf"):
@@ -242,10 +276,14 @@ def parse_space(data: dict[str, Any], where: str) -> Space:
         if key == "layers":
             if not isinstance(value, list) or not value:
                 raise _fail(where, "space.net.layers", "must list one knob per block")
+            if len(value) > MAX_BLOCKS:
+                raise _fail(
+                    where, "space.net.layers", f"has {len(value)} blocks, more than {MAX_BLOCKS}"
+                )
             for i, block in enumerate(value):
-                _check_knob(block, where, f"space.net.layers[{i}]")
+                _check_net_knob(block, where, f"space.net.layers[{i}]", key)
         else:
-            _check_knob(value, where, f"space.net.{key}")
+            _check_net_knob(value, where, f"space.net.{key}", key)
     net.setdefault("first", net.get("width", 8))
     net.setdefault("width", 8)
     space.net = net
@@ -275,15 +313,7 @@ def _check_recipes(space: Space) -> None:
 
 def load_space(path: str | Path) -> Space:
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise MnistlabError(f"{path}: cannot read search space ({e.strerror})") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise MnistlabError(f"{path}: not valid TOML ({e})") from None
-    return parse_space(data, str(path))
+    return parse_space(_read_toml(path, "a search space"), str(path))
 
 
 def space_from_data(data: dict[str, Any], where: str) -> Space:

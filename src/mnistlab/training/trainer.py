@@ -11,6 +11,7 @@ train_run and resume_run wire the two together (api.train calls them).
 """
 
 import math
+import operator
 import time
 import warnings
 from collections.abc import Callable
@@ -32,9 +33,10 @@ with warnings.catch_warnings():
 from mnistlab.config import Config
 from mnistlab.data.augment import make_augment
 from mnistlab.data.datasets import DatasetSpec, Loader, get_spec, load_split, split_validation
-from mnistlab.device import cpu_info, resolve_precision
-from mnistlab.errors import MnistlabError
-from mnistlab.models import build
+from mnistlab.device import MAX_THREADS, cpu_info, resolve_precision
+from mnistlab.errors import MnistlabError, arg, given
+from mnistlab.models import build, check_fits
+from mnistlab.models.spec import describe_raised
 from mnistlab.runs import rundir
 from mnistlab.runs.checkpoint import checkpoint_state, restore_checkpoint
 from mnistlab.training.metrics import predict, summarize_predictions, test_line
@@ -157,12 +159,32 @@ def instantiate(cfg: Config, model: ModelArg | None = None) -> nn.Module:
         return build(cfg.model, cfg.net)
     if isinstance(model, nn.Module):
         return model
-    built = model()
+    try:
+        built = model()
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # the caller's constructor (SystemExit too): their input
+        raise MnistlabError(
+            f"model {cfg.model!r}: calling it raised {describe_raised(e)}; "
+            "it must build the network with no arguments"
+        ) from e
     if not isinstance(built, nn.Module):
         raise MnistlabError(
             f"model {cfg.model!r}: calling it returned a {type(built).__name__}, not an nn.Module"
         )
     return built
+
+
+def check_model(cfg: Config, device: torch.device, model: ModelArg | None = None) -> nn.Module:
+    """The network `cfg` (or `model`, see ModelArg) trains fits the task: one dry forward
+    pass on `device` before any data is loaded or file written (models.check_fits). Building
+    it draws from a forked random state, so the run's numbers are the same as without it.
+    Returns the network checked (untrained), for a summary of it."""
+    with torch.random.fork_rng(devices=[]):  # networks are built on the CPU
+        net = instantiate(cfg, model)
+    user = model is not None or ":" in cfg.model
+    check_fits(net.to(device), cfg.model, device, user)
+    return net
 
 
 @dataclass
@@ -380,16 +402,34 @@ class RunDirSink:
         pass
 
 
+def check_tensorboard(logdir: str | Path | None) -> None:
+    """A TensorBoard log folder that can be written, and the package to write it, checked
+    before any work (None or "": no logs)."""
+    if not logdir:
+        return
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except ImportError:
+        raise MnistlabError(
+            f"{arg('tensorboard')} needs the tensorboard package; "
+            "pip install 'mnistlab[tensorboard]'"
+        ) from None
+    path = Path(logdir)
+    blocker = rundir.blocking_file(path, itself=True)
+    if blocker is not None:
+        raise MnistlabError(
+            f"{given('tensorboard', str(logdir))}: cannot write there, {blocker} is a file, "
+            "not a folder; give a folder for the logs"
+        )
+
+
 class TensorBoardSink:
     """Every number of every epoch record as a scalar, under its split (train/, val/, test/)."""
 
     def __init__(self, logdir: str | Path) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise MnistlabError(
-                "--tensorboard needs the tensorboard package; pip install 'mnistlab[tensorboard]'"
-            ) from None
+        check_tensorboard(logdir)
+        from torch.utils.tensorboard import SummaryWriter
+
         try:
             self.writer = SummaryWriter(str(logdir))
         except OSError as e:
@@ -408,6 +448,87 @@ class TensorBoardSink:
 
     def close(self) -> None:
         self.writer.close()
+
+
+# ----------------------------------------------------------------------------- run settings
+
+INT_MAX = 2**31 - 1  # torch takes 32-bit sizes
+
+
+def spelled(key: str, value: Any) -> str:
+    """errors.given, with a blank string still visible: "out=''", "--out ''"."""
+    if isinstance(value, str) and not value.strip():
+        return f"{arg(key)}{'' if arg(key).endswith('=') else ' '}{value!r}"
+    return given(key, value)
+
+
+def whole_number(key: str, value: Any, low: int = 1, high: int = INT_MAX) -> int:
+    """`value` if it is a whole number from low to high (bool is not), else one line
+    naming the argument."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        value = operator.index(value)  # an int, or a numpy integer
+    except TypeError:
+        raise MnistlabError(
+            f"{spelled(key, value)}: must be a whole number >= {low}, not a {type(value).__name__}"
+        ) from None
+    if value < low:
+        raise MnistlabError(f"{spelled(key, value)}: must be a whole number >= {low}")
+    if value > high:
+        raise MnistlabError(f"{spelled(key, value)}: must be at most {high}")
+    return value
+
+
+def switch(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise MnistlabError(f"{spelled(key, value)}: must be True or False")
+    return value
+
+
+def path_setting(key: str, value: Any, what: str) -> Path | None:
+    """A path argument (None: not given): a str or os.PathLike that is not blank."""
+    if value is None:
+        return None
+    if not isinstance(value, str | Path) and not hasattr(value, "__fspath__"):
+        raise MnistlabError(
+            f"{arg(key)} got a {type(value).__name__}; give {what} as a str or Path"
+        )
+    text = str(Path(value)) if not isinstance(value, str) else value
+    if not text.strip():
+        raise MnistlabError(f"{spelled(key, value)}: empty; give {what}")
+    return Path(text)
+
+
+def check_run_settings(
+    *,
+    resume: Any = None,
+    out: Any = None,
+    threads: Any = None,
+    compile: Any = False,
+    tensorboard: Any = None,
+    progress: Any = True,
+    console: Any = True,
+) -> None:
+    """How to run a training (api.train's arguments besides the recipe), checked before
+    anything else: blank paths would quietly mean "the default" (`out=""` trains into
+    runs/<name>-<time>), a 1 for True or a str for a number would fail later, part-way."""
+    # The fixes are spelled only for a path that needs one.
+    if resume is not None:
+        path_setting("resume", resume, "the run directory to continue")
+    if out is not None:
+        path_setting(
+            "out", out, f"a folder for the run (or drop {arg('out')} for runs/<name>-<time>)"
+        )
+    if tensorboard is not None:
+        path_setting(
+            "tensorboard", tensorboard, f"a folder for the logs (or drop {arg('tensorboard')})"
+        )
+    if threads is not None:
+        whole_number("threads", threads, 1, MAX_THREADS)
+    switch("compile", compile)
+    switch("progress", progress)
+    switch("console", console)
 
 
 # ----------------------------------------------------------------------------- compiling
@@ -466,13 +587,18 @@ def train_run(
     console: bool = True,
     model: ModelArg | None = None,
     sinks: list[Sink] | None = None,
+    checked: bool = False,
 ) -> list[dict]:
     """Train a new run into `out`; returns its per-epoch records.
 
     `model` replaces building cfg.model (see setup); cfg.model is what the run records to
     rebuild it. `sinks` are told of every epoch besides the console and the run directory.
+    `checked`: the caller made check_model already (api.train does, before it prints).
     """
     rundir.check_new(out)  # before any data is loaded
+    check_tensorboard(tensorboard or cfg.log.tensorboard)
+    if not checked:
+        check_model(cfg, device, model)
     compile = compile or cfg.compile
     precision = resolve_precision(cfg.precision, device, cpu_info())
     loaders = make_loaders(cfg, device, data_dir)
@@ -502,14 +628,16 @@ def resume_run(
     the same numbers.
     """
     path = Path(path)
-    stopped = rundir.resumable(path)  # before any data is loaded
+    stopped = rundir.resumable(path)  # before any data is loaded or file touched
     if stopped.finished:
         return None
     cfg, metrics = stopped.cfg, stopped.metrics
+    check_tensorboard(tensorboard or cfg.log.tensorboard)
     with rundir.locked(path):
         start_epoch, state = 1, None
         if stopped.has_checkpoint:
-            state = rundir.read_checkpoint(path)
+            state = rundir.read_checkpoint(path)  # again, under the lock
+            rundir.check_checkpoint(path, cfg, state)
             metrics = rundir.records_at_checkpoint(metrics, state, path)
         loaders = make_loaders(cfg, device, data_dir)
         parts = setup(cfg, device, len(loaders.train), stopped.compile, stopped.bf16)
@@ -518,7 +646,9 @@ def resume_run(
         extra = list(sinks or [])
         sinks = make_sinks(cfg, loaders, tensorboard, console)
         sinks += [RunDirSink(path, cfg), *extra]
-        if console:
+        if console and start_epoch > cfg.epochs:  # killed after its last epoch's checkpoint
+            print(f"Finishing {path}: epoch {cfg.epochs} of {cfg.epochs} was trained")
+        elif console:
             print(f"Resuming {path} at epoch {start_epoch} of {cfg.epochs}")
         records, test_log_probs = fit(
             cfg, parts, loaders, sinks, start_epoch, metrics[: start_epoch - 1], progress
