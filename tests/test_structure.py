@@ -2,6 +2,7 @@
 way to do one thing appears."""
 
 import ast
+import functools
 import importlib.util
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ def load_tool():
     return module
 
 
+@functools.cache  # parsed once for every rule
 def sources() -> dict[str, ast.Module]:
     """Every module of the package, parsed, by its path relative to the package."""
     return {
