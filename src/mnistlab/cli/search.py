@@ -77,29 +77,7 @@ def add_commands(sub, command: Command) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.worker_index:  # a worker started by `search run --workers N`
-        from mnistlab.search.run import run_search
-
-        run_search(
-            args.space,
-            args.trials,
-            workers=args.workers,
-            study=args.study,
-            storage=args.storage,
-            runs=args.runs,
-            timeout=args.timeout,
-            threads=args.threads,
-            heartbeat=args.heartbeat,
-            device=args.device,
-            data_dir=args.data_dir,
-            worker_index=args.worker_index,
-        )
-        return 0
-    import mnistlab.api as api
-
-    api.run_search(
-        args.space,
-        args.trials,
+    options = dict(
         workers=args.workers,
         study=args.study,
         storage=args.storage,
@@ -110,6 +88,14 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         data_dir=args.data_dir,
     )
+    if args.worker_index:  # a worker started by `search run --workers N`
+        from mnistlab.search.run import run_search
+
+        run_search(args.space, args.trials, worker_index=args.worker_index, **options)
+    else:
+        import mnistlab.api as api
+
+        api.run_search(args.space, args.trials, **options)
     return 0
 
 
