@@ -248,6 +248,7 @@ def resolved(*argv: str) -> config.Config:
         (["--limit-train", "100"], "limit_train", 100),
         (["--limit-test", "50"], "limit_test", 50),
         (["--limit-train", "0"], "limit_train", 0),
+        (["--dataset", "fashion-mnist"], "dataset", "fashion-mnist"),
     ],
 )
 def test_each_train_flag_sets_its_config_key(argv, key, value):

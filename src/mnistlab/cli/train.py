@@ -6,6 +6,7 @@ import json
 from mnistlab.cli.common import (
     EXPERIMENT_DEFAULT,
     Command,
+    DatasetNames,
     add_data_dir,
     add_device,
     add_threads,
@@ -26,6 +27,7 @@ OVERRIDES = {
     "val_size": "val_size",
     "limit_train": "limit_train",
     "limit_test": "limit_test",
+    "dataset": "dataset",
 }
 
 
@@ -85,6 +87,12 @@ def add_commands(sub, command: Command) -> None:
         type=count,
         default=None,
         help=f"use only the first N test images, 0 for all {EXPERIMENT_DEFAULT}",
+    )
+    p.add_argument(
+        "--dataset",
+        default=None,
+        choices=DatasetNames(),
+        help=f"dataset to train and test on (as for `data fetch`) {EXPERIMENT_DEFAULT}",
     )
     p.add_argument("--out", default=None, help="run directory (default: runs/<name>-<timestamp>)")
     p.add_argument(
