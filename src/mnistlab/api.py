@@ -78,27 +78,25 @@ def summary(
     The result prints as the table, renders as HTML in Jupyter and holds the numbers
     (`.rows`, `.total_params`, `.macs`, `.rf`, `.to_dict()`).
     """
-    shape = tuple(input_size)
+    name, user = None, True  # a module's own forward() failing is the caller's input
     if isinstance(model, str | Path) and str(model).endswith(".toml"):
         cfg = load_config(model)  # an experiment: the network it trains
-        return summarize_checked(
-            build(cfg.model, cfg.net), shape, str(model), ":" in cfg.model, arg("input_size")
-        )
-    if isinstance(model, TrainResult) or (
+        name, user, model = str(model), ":" in cfg.model, build(cfg.model, cfg.net)
+    elif isinstance(model, TrainResult) or (
         isinstance(model, str | Path) and (Path(model).is_dir() or str(model).endswith(".pt"))
     ):
         model, _ = _resolve(model)  # a run directory or weights file: the trained network
-    if isinstance(model, str):
-        spec = model
-        return summarize_checked(build(spec), shape, spec, ":" in spec, arg("input_size"))
-    if isinstance(model, type) and issubclass(model, nn.Module):
+    elif isinstance(model, str):
+        name, user, model = model, ":" in model, build(model)
+    elif isinstance(model, type) and issubclass(model, nn.Module):
         model = model()
     if not isinstance(model, nn.Module):
         raise MnistlabError(
             f"summary: got a {type(model).__name__}; pass an nn.Module, a registered model "
             "name, 'package.module:Class', a run directory, a weights file or 'final'"
         )
-    return summarize_checked(model, shape, type(model).__name__, option=arg("input_size"))
+    shape = tuple(input_size)
+    return summarize_checked(model, shape, name or type(model).__name__, user, arg("input_size"))
 
 
 # ----------------------------------------------------------------------------- data

@@ -34,6 +34,7 @@ from mnistlab.data.datasets import (
     fetch_command,
     find_file,
     get_spec,
+    install_note,
     load_split,
     parse_idx,
     raw_dir,
@@ -366,6 +367,7 @@ def fetch_into(
     if missing:
         tried = "; ".join(reasons) if reasons else "no sources"
         fix = "pass --from DIR with the IDX files (raw or .gz), or check the network"
+        fix += install_note(spec)
         if any(isinstance(e, ChecksumError) for e in failures):
             fix += ", or pass --no-verify for custom data"
         raise MnistlabError(
@@ -418,7 +420,7 @@ def verify(dataset: str = "mnist", root: str | os.PathLike | None = None) -> Non
         shown, problem = next((f for f in failures if f[1] != "missing"), failures[0])
         more = f" (and {len(failures) - 1} more file(s))" if len(failures) > 1 else ""
         if problem == "missing":
-            fix = f"run `{fetch_command(spec, root)}`"
+            fix = f"run `{fetch_command(spec, root)}`{install_note(spec)}"
         else:
             fix = (
                 f"delete it and run `{fetch_command(spec, root)}` "

@@ -34,10 +34,9 @@ def _fail(problem: str) -> MnistlabError:
 
 def items(images_or_paths: Any) -> list[Item]:
     """The named images in `images_or_paths`, in order."""
-    if isinstance(images_or_paths, str | Path):
-        return [(str(images_or_paths), Path(images_or_paths))]
-    if isinstance(images_or_paths, Image.Image):
-        return [("image 0", preprocess.to_grayscale(images_or_paths))]
+    single = _file_or_image(images_or_paths, 0)
+    if single is not None:
+        return [single]
     if hasattr(images_or_paths, "detach") and hasattr(images_or_paths, "cpu"):  # a tensor
         return _arrays(images_or_paths.detach().cpu().numpy())
     if isinstance(images_or_paths, np.ndarray):
@@ -47,14 +46,21 @@ def items(images_or_paths: Any) -> list[Item]:
             raise _fail("is empty")
         found = []
         for i, entry in enumerate(images_or_paths):
-            if isinstance(entry, str | Path):
-                found.append((str(entry), Path(entry)))
-            elif isinstance(entry, Image.Image):
-                found.append((f"image {i}", preprocess.to_grayscale(entry)))
-            else:
+            item = _file_or_image(entry, i)
+            if item is None:
                 raise _fail(f"holds a {type(entry).__name__} at index {i}")
+            found.append(item)
         return found
     raise _fail(f"is a {type(images_or_paths).__name__}")
+
+
+def _file_or_image(entry: Any, index: int) -> Item | None:
+    """A path (read later) or a PIL image (read now); None for anything else."""
+    if isinstance(entry, str | Path):
+        return (str(entry), Path(entry))
+    if isinstance(entry, Image.Image):
+        return (f"image {index}", preprocess.to_grayscale(entry))
+    return None
 
 
 def _arrays(array: np.ndarray) -> list[Item]:
