@@ -151,8 +151,9 @@ def test_a_users_module_trains_evaluates_reloads_and_exports(
     torch.manual_seed(0)
     net = TinyNet()
     result = train_tiny(net, data_dir, tmp_path / "run")
-    # Trained in place, in eval mode, and recorded as a class that can be rebuilt.
-    assert result.model is net and not net.training
+    # Trained in place, given back in train mode as it came, and recorded as a class that
+    # can be rebuilt.
+    assert result.model is net and net.training
     assert [r["epoch"] for r in result.metrics] == [1, 2]
     assert result.metrics == rundir.read_metrics(result.run_dir)
     assert result.test_acc > 50  # the squares are easy; chance is 10%

@@ -6,7 +6,14 @@ import pytest
 
 from mnistlab.cli import main
 from mnistlab.errors import MnistlabError
-from mnistlab.runs.compare import HEADERS, LEGEND, format_table, summarize_run, trained_on
+from mnistlab.runs.compare import (
+    HEADERS,
+    TARGET_COLUMN,
+    format_table,
+    legend_lines,
+    summarize_run,
+    trained_on,
+)
 from mnistlab.runs.rundir import Run, find_runs, read_run
 
 RUNS = Path(__file__).parent / "fixtures" / "runs"
@@ -120,6 +127,8 @@ def test_markdown_table_has_a_header_a_rule_and_one_row_per_run():
     assert all(line.startswith("| ") and line.endswith(" |") for line in table)
     assert [line.count(" | ") for line in table] == [len(HEADERS) - 1] * len(table)
     assert table[1] == "| --- | " + " | ".join(["---:"] * (len(HEADERS) - 1)) + " |"
+    # MNIST runs only: the target column's heading and legend name MNIST's 99.4.
+    assert table[0].strip("| ").split(" | ")[HEADERS.index(TARGET_COLUMN)] == "first ≥99.4"
     seed = table[2].strip("| ").split(" | ")
     assert dict(zip(HEADERS, seed, strict=True)) == {
         "run": "01-seed",
@@ -134,13 +143,14 @@ def test_markdown_table_has_a_header_a_rule_and_one_row_per_run():
         "last-3 val": "—",
         "best train": "99.50",
         "gap": "+0.45",
-        "first ≥99.4": "—",
+        TARGET_COLUMN: "—",
         "s/epoch": "48.1",
         "train s": "193",
         "trained on": "cpu, 2 threads",
         "finished": "yes",
     }
-    assert lines[2 + len(rows) :] == ["", *LEGEND.splitlines()]
+    assert lines[2 + len(rows) :] == ["", *legend_lines(rows)]
+    assert "first ≥99.4 = first epoch with test accuracy ≥ 99.4%." in lines
 
 
 def test_text_table_columns_line_up():

@@ -207,7 +207,7 @@ def test_the_dry_pass_leaves_a_runs_numbers_as_they_were(tmp_path, data_dir, mon
     """Bit-identical metrics and weights with and without the check: committed runs reproduce."""
     cfg = from_dict({"name": "t", "model": "gap_dropout", "epochs": 1, "batch_size": 64, "seed": 3})
     trainer.train_run(cfg, tmp_path / "checked", CPU, data_dir, console=False)
-    monkeypatch.setattr(trainer, "check_model", lambda *args, **kwargs: None)
+    monkeypatch.setattr(trainer, "check_model", lambda *args, **kwargs: (None, "log_probs"))
     trainer.train_run(cfg, tmp_path / "unchecked", CPU, data_dir, console=False)
     metrics = [rundir.read_metrics(tmp_path / run) for run in ("checked", "unchecked")]
     for record in metrics[0] + metrics[1]:
@@ -236,7 +236,7 @@ def test_the_dry_pass_leaves_a_users_instance_training_as_it_was(tmp_path, data_
 
     options = dict(epochs=1, batch_size=64, data_dir=data_dir, device="cpu", **QUIET)
     checked = ml.train(net(), out=tmp_path / "checked", **options)
-    monkeypatch.setattr(trainer, "check_model", lambda *args, **kwargs: None)
+    monkeypatch.setattr(trainer, "check_model", lambda *args, **kwargs: (None, "log_probs"))
     unchecked = ml.train(net(), out=tmp_path / "unchecked", **options)
     strip = [
         {k: v for k, v in r.items() if k not in ("seconds", "images_per_s")}

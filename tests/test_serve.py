@@ -13,6 +13,7 @@ from PIL import Image
 from test_predict import draw_seven
 
 from mnistlab.cli import main
+from mnistlab.data.datasets import get_spec
 from mnistlab.inference import classify as predict
 from mnistlab.inference import preprocess, saliency
 from mnistlab.web import app as serve
@@ -79,6 +80,37 @@ def test_model_endpoint_describes_the_model(client, classifier):
     assert info["name"] == shipped["model"]
     assert info["parameters"] == sum(p.numel() for p in classifier.model.parameters())
     assert 90 < info["test_accuracy"] <= 100
+
+
+@pytest.fixture(scope="module")
+def fashion_model(tmp_path_factory) -> Path:
+    """An untrained seed network whose model file records Fashion-MNIST."""
+    import torch
+
+    from mnistlab.models import build
+    from mnistlab.runs.checkpoint import save_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("fashion") / "model.pt"
+    state = build("seed").state_dict()
+    save_model(path, "seed", state, config={}, test_acc=88.5, dataset="fashion-mnist")
+    return path
+
+
+@pytest.mark.parametrize("dataset", ["fashion-mnist", "mnist"])
+def test_answers_name_the_class_of_the_models_dataset(dataset, fashion_model, model_file):
+    """The answer carries the class's name from the dataset the model file records, and
+    /api/model the names by class for the page's bars (MNIST's are the digits)."""
+    classes = list(get_spec(dataset).classes)
+    path = fashion_model if dataset == "fashion-mnist" else model_file
+    client = TestClient(serve.create_app(serve.Classifier(path)))
+    info = client.get("/api/model").json()
+    assert (info["dataset"], info["classes"]) == (dataset, classes)
+    response = client.post("/api/predict", files={"file": ("seven.png", SEVEN, "image/png")})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["digit"] == int(np.argmax(answer["probabilities"]))
+    assert answer["name"] == classes[answer["digit"]]
 
 
 def huge_png() -> bytes:

@@ -126,9 +126,9 @@ def test_a_compiled_run_resumes_compiled(tmp_path: Path, data_dir: Path, monkeyp
     compiled = []
     real_setup = train_module.setup
 
-    def spy(cfg, device, steps, compile=False, bf16=False):
+    def spy(cfg, device, steps, compile=False, bf16=False, *rest):
         compiled.append(compile)
-        return real_setup(cfg, device, steps, False, bf16)  # the flag is what is checked
+        return real_setup(cfg, device, steps, False, bf16, *rest)  # the flag is what is checked
 
     monkeypatch.setattr(train_module, "setup", spy)
     resume_run(tmp_path / "run", CPU, data_dir, console=False)

@@ -35,10 +35,18 @@ from mnistlab.inference.classify import (
     predict_items,
 )
 from mnistlab.inference.exporters import export_info, export_model
-from mnistlab.models import FINAL, build, list_models
+from mnistlab.models import FINAL, LOG_PROBS, build, check_fits, list_models
 from mnistlab.models.spec import MAIN, spec_of
 from mnistlab.models.summary import Summary, format_table, summarize, summarize_checked
-from mnistlab.runs.rundir import Run, check_new, load_model, read_run
+from mnistlab.runs.rundir import (
+    Run,
+    check_new,
+    is_run_dir,
+    load_model,
+    read_info,
+    read_run,
+    recorded_outputs,
+)
 from mnistlab.training.metrics import evaluate_model
 from mnistlab.training.trainer import Parts, check_compiler, default_out, resume_run, train_run
 
@@ -168,9 +176,12 @@ def load_data(
 class TrainResult:
     """A finished training: its run directory, per-epoch metrics and the trained model."""
 
-    run_dir: Path
+    run_dir: Path  # absolute
     metrics: list[dict[str, Any]]  # one record per epoch, as in metrics.jsonl
-    model: nn.Module  # the evaluated weights (the averaged ones with ema), in eval mode
+    # The evaluated weights: your own nn.Module instance, trained in place and given back in
+    # the train/eval mode and memory format you passed it in; otherwise (a model built from
+    # a name or class, or the averaged weights with ema) a network in eval mode.
+    model: nn.Module
     config: Config
 
     @property
@@ -230,6 +241,15 @@ def _experiment(target: Any) -> tuple[Config, Any]:
 def _plan(target: Any, overrides: dict[str, Any]) -> tuple[Config, nn.Module | None]:
     """The Config to train (overrides resolved, every check made) and the caller's model
     instance to train instead of building cfg.model (or None)."""
+    given_model = overrides.get("model")
+    if given_model is not None and not isinstance(given_model, str):
+        if target is not None:
+            raise MnistlabError(
+                f"{arg('model')} got a {type(given_model).__name__} beside "
+                f"{given('model_or_experiment', target)}; pass the network once, as the first "
+                "argument, or a registered name as model="
+            )
+        target, overrides = given_model, {k: v for k, v in overrides.items() if k != "model"}
     cfg, model = _experiment("seed" if target is None else target)
     if model is not None and "model" in overrides:
         raise MnistlabError(
@@ -276,7 +296,16 @@ def train(
     `progress` shows a tqdm bar per epoch (a widget in Jupyter), `console` the seed notebook's
     test line after each epoch. `resume=DIR` continues a stopped run exactly as it was
     configured (nothing else may be given then but how to run: device, threads, progress,
-    console, tensorboard, data_dir).
+    console, tensorboard, data_dir, and `model=Net()` for a run of a class defined in a
+    notebook, which the run cannot rebuild by itself); the result is bit for bit the run's
+    had it never stopped. `data_dir`: where the dataset is (default: the data cache; a
+    resumed run, the folder it was given).
+
+    Your model may return logits (PyTorch's convention) or log-probabilities: one dry pass
+    decides which (or a class attribute `outputs = "logits"`), the run records it, and the
+    loss applies log_softmax to logits only. An nn.Module instance you pass is trained in
+    place and given back in the train/eval mode and memory format it came in (on the run's
+    device); TrainResult.model is it, unless ema averaged the weights.
 
     The run records how to rebuild the model: its registered name, or "module:Class" for a
     class that can be imported. A class defined in a notebook cannot be; load its weights
@@ -295,7 +324,14 @@ def train(
         progress=progress,
         console=console,
     )
+    resume_model = None
     if resume is not None:
+        resume_model = overrides.pop("model", None)
+        if resume_model is not None and not _is_model_arg(resume_model):
+            raise MnistlabError(
+                f"{arg('model')} got a {type(resume_model).__name__}; with {arg('resume')} pass "
+                "the network to continue: an nn.Module instance, class or factory"
+            )
         extra = {"model_or_experiment": model_or_experiment, "out": out, **flatten(overrides)}
         extra = {k: v for k, v in extra.items() if v is not None}
         if compile:
@@ -311,18 +347,30 @@ def train(
     keep = _KeepParts()
     if resume is not None:
         run_dir = Path(resume)
-        records = resume_run(
-            run_dir, torch_device, data_dir, progress, tensorboard, console, [keep]
-        )
+        given_back = _CallersModule(resume_model)
+        with given_back:
+            records = resume_run(
+                run_dir,
+                torch_device,
+                data_dir,
+                progress,
+                tensorboard,
+                console,
+                [keep],
+                model=resume_model,
+            )
         if records is None:
             if console:
                 print(f"{run_dir}: already finished; nothing to resume")
             run = read_run(run_dir)
-            trained, _ = load_model(run_dir)
-            return TrainResult(run_dir.resolve(), run.metrics, trained.eval(), read_config(run_dir))
+            instance = resume_model if isinstance(resume_model, nn.Module) else None
+            trained, _ = load_model(run_dir, instance)
+            trained = given_back.restored(trained)
+            return TrainResult(run_dir.resolve(), run.metrics, trained, read_config(run_dir))
         cfg = read_config(run_dir)
     else:
         cfg, model = _plan(model_or_experiment, overrides)
+        given_back = _CallersModule(model)
         if cfg.compile and not compile:
             check_compiler()
         run_dir = Path(out) if out is not None else default_out(cfg.name)
@@ -330,7 +378,7 @@ def train(
         check_tensorboard(tensorboard or cfg.log.tensorboard)
         # One dry forward pass on the run's device: a model that does not fit the task is
         # refused here, not by a traceback in the first training step.
-        checked = check_model(cfg, torch_device, model)
+        checked, outputs = check_model(cfg, torch_device, model)
         if console:
             if model is None:  # a caller's own instance is not run before training
                 print(format_table(summarize(checked.cpu())))
@@ -339,21 +387,66 @@ def train(
                 f"{torch_device}, {torch.get_num_threads()} threads"
                 f"{', compiled' if compile or cfg.compile else ''} -> {run_dir}"
             )
-        records = train_run(
-            cfg,
-            run_dir,
-            torch_device,
-            data_dir,
-            compile,
-            progress,
-            tensorboard,
-            console,
-            model=model,
-            sinks=[keep],
-            checked=True,
-        )
+        with given_back:
+            records = train_run(
+                cfg,
+                run_dir,
+                torch_device,
+                data_dir,
+                compile,
+                progress,
+                tensorboard,
+                console,
+                model=model,
+                sinks=[keep],
+                outputs=outputs,
+            )
     assert keep.parts is not None  # told after every epoch, and there is at least one
-    return TrainResult(run_dir.resolve(), records, keep.parts.eval_model.eval(), cfg)
+    trained = given_back.restored(keep.parts.eval_model)
+    return TrainResult(run_dir.resolve(), records, trained, cfg)
+
+
+def _is_model_arg(value: Any) -> bool:
+    """An nn.Module instance, or a class or factory (partials too) that builds one."""
+    return isinstance(value, nn.Module) or callable(value)
+
+
+class _CallersModule:
+    """The caller's own nn.Module instance, given back as it came: training turns it to
+    channels_last and ends in eval mode (a `with` block around the training; a failed
+    training restores it too). Anything else passes through in eval mode."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model if isinstance(model, nn.Module) else None
+        if self.model is not None:
+            self.training = self.model.training
+            self.channels_last = _channels_last(self.model)
+
+    def __enter__(self) -> "_CallersModule":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.model is None:
+            return
+        if not self.channels_last and _channels_last(self.model):
+            self.model.to(memory_format=torch.contiguous_format)
+        self.model.train(self.training)
+
+    def restored(self, trained: nn.Module) -> nn.Module:
+        if trained is self.model:
+            self.__exit__()
+            return trained
+        return trained.eval()
+
+
+def _channels_last(model: nn.Module) -> bool:
+    """Whether a module's 4-d weights are laid out channels_last (1x1 kernels are both)."""
+    return any(
+        p.dim() == 4
+        and p.is_contiguous(memory_format=torch.channels_last)
+        and not p.is_contiguous()
+        for p in model.parameters()
+    )
 
 
 # ----------------------------------------------------------------------------- trained models
@@ -363,17 +456,34 @@ Trained = nn.Module | TrainResult | str | Path
 
 
 def _resolve(target: Trained, model: nn.Module | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """A trained model and its metadata (dataset, mean, std, model_name, ...)."""
+    """A trained model and its metadata (dataset, mean, std, model_name, outputs, and the
+    data folder a run was given, data_dir)."""
     if isinstance(target, nn.Module):
-        return target, {"model_name": spec_of(target)}
+        return target, {"model_name": spec_of(target), "outputs": _outputs_of(target)}
     if isinstance(target, TrainResult):
-        return target.model, {"model_name": target.config.model, "dataset": target.config.dataset}
+        info = read_info(target.run_dir)
+        return target.model, {
+            "model_name": target.config.model,
+            "dataset": target.config.dataset,
+            "outputs": recorded_outputs(info),
+            "data_dir": info.get("data_dir"),
+        }
     if not isinstance(target, str | Path):
         raise MnistlabError(
             f"got a {type(target).__name__}; pass a model, a TrainResult, a run directory, "
             f"a weights file or {FINAL!r}"
         )
-    return load_model(checkpoint_path(None if str(target) == FINAL else target), model)
+    trained, meta = load_model(checkpoint_path(None if str(target) == FINAL else target), model)
+    if str(target) != FINAL and is_run_dir(target):
+        meta["data_dir"] = read_info(target).get("data_dir")
+    return trained, meta
+
+
+def _outputs_of(model: nn.Module) -> str:
+    """What a bare module returns (logits or log_probs), from one dry pass where it lives."""
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    return check_fits(model, spec_of(model), device) if param is not None else LOG_PROBS
 
 
 def load(
@@ -409,7 +519,9 @@ def evaluate(
     "train" split.
 
     The images are normalised as the model was trained (the run's dataset and mean/std; for
-    a bare nn.Module, MNIST's). `limit`: only the first images.
+    a bare nn.Module, MNIST's), and read from `data_dir` (default: the folder the run was
+    trained from, else the data cache). `limit`: only the first images. The model may
+    return logits or log-probabilities (the run records which; a bare nn.Module is asked).
     """
     from mnistlab.training.trainer import whole_number
 
@@ -426,6 +538,8 @@ def evaluate(
     torch_device = pick_device(device)
     use_threads(threads)
     trained, meta = _resolve(model_or_run, model)
+    if data_dir is None:
+        data_dir = meta.get("data_dir")
     result = evaluate_model(trained, meta, split, data_dir, batch_size, torch_device, limit)
     return {**result, "classes": list(recorded_dataset(meta).classes)}
 
@@ -493,7 +607,8 @@ def export(
     """Write a trained model as an ONNX or TorchScript file; returns its path.
 
     The file takes float32 [N, 1, 28, 28] normalised with the mean and std it carries in its
-    metadata, and returns log-probabilities [N, 10] (see `mnistlab export`).
+    metadata, and returns what the network does, [N, 10]: an output named "log_probs" or
+    "logits" (see `mnistlab export`). The path returned is absolute.
     """
     from mnistlab.inference.exporters import check_format, check_out
 
@@ -505,7 +620,7 @@ def export(
         )
     trained, meta = _resolve(model_or_run, model)
     export_model(trained, format, path, export_info(meta))
-    return Path(path)
+    return Path(path).absolute()
 
 
 def plot_run(run: TrainResult | Run | str | Path, acc_floor: float | None = None) -> "Figure":

@@ -73,12 +73,16 @@ def predict(args: argparse.Namespace) -> int:
 
 def export(args: argparse.Namespace) -> int:
     import mnistlab.api as api
+    from mnistlab.inference.exporters import exported_outputs
 
     path = api.export(args.checkpoint or api.FINAL, args.out, args.format)
+    outputs = exported_outputs(path, args.format)
+    kind = "logits" if outputs == "logits" else "log-probabilities"
     print(f"wrote {args.out} ({args.format}, {path.stat().st_size:,} bytes)")
     print("  input:  float32 [N, 1, 28, 28], white ink on black, normalised with the mean and")
     print("          std in the file's metadata: (pixel / 255 - mean) / std")
-    print("  output: float32 [N, 10], log-probabilities of the classes")
+    print(f"  output: float32 [N, 10], {kind} of the classes ({outputs!r}; softmax gives")
+    print("          the probabilities)")
     return 0
 
 

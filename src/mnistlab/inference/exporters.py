@@ -1,9 +1,10 @@
 """Export a trained model to ONNX or TorchScript for use outside this package.
 
 Both take a float32 batch [N, 1, 28, 28] of any size N, normalised as in training
-((pixel / 255 - mean) / std, white ink on black), and return log-probabilities [N, 10].
-The mean and std travel inside the file (ONNX metadata, a TorchScript extra file); the ONNX
-graph's input is named "image" and its output "log_probs".
+((pixel / 255 - mean) / std, white ink on black), and return what the network returns,
+[N, 10]: log-probabilities or logits (softmax of either gives the probabilities). The mean,
+std and output kind travel inside the file (ONNX metadata, a TorchScript extra file); the
+ONNX graph's input is named "image" and its output "log_probs" or "logits", for what it is.
 
 torch is imported where a model is exported, not with this module (see classify.py).
 """
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 FORMATS = ("onnx", "torchscript")
 INPUT_NAME = "image"
-OUTPUT_NAME = "log_probs"
+OUTPUT_NAMES = ("log_probs", "logits")  # the ONNX output's name: models.OUTPUTS, as recorded
 EXAMPLE_BATCH = 2  # any size > 1, so nothing gets specialised to a batch of one
 
 
@@ -55,7 +56,7 @@ def export_onnx(model: nn.Module, info: dict[str, Any]) -> bytes:
                 (example,),
                 dynamo=True,
                 input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
+                output_names=[info["outputs"]],
                 dynamic_shapes=({0: torch.export.Dim("batch")},),
                 verbose=False,
             )
@@ -160,8 +161,25 @@ def export_model(model: nn.Module, fmt: str, out: str | Path, info: dict[str, An
 
 
 def export_info(meta: dict[str, Any]) -> dict[str, Any]:
-    """What an exported file carries from a model file's metadata: model, mean and std."""
+    """What an exported file carries from a model file's metadata: model, mean, std and what
+    the output is ("log_probs" when a file from before the record does not say)."""
     from mnistlab.data.datasets import normalization
 
     mean, std = normalization(meta)
-    return {"model": meta.get("model_name"), "mean": mean, "std": std}
+    outputs = meta.get("outputs") or OUTPUT_NAMES[0]
+    return {"model": meta.get("model_name"), "mean": mean, "std": std, "outputs": outputs}
+
+
+def exported_outputs(path: str | Path, fmt: str) -> str:
+    """What an exported file's output is ("log_probs" or "logits"), read back from the file."""
+    if fmt == "onnx":
+        import onnx
+
+        return onnx.load(str(path)).graph.output[0].name
+    import torch
+
+    extra = {"mnistlab.json": ""}
+    with warnings.catch_warnings():  # deprecated, as export_torchscript says
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.load(str(path), _extra_files=extra)
+    return json.loads(extra["mnistlab.json"]).get("outputs") or OUTPUT_NAMES[0]

@@ -16,15 +16,27 @@ from mnistlab.models.registry import ALIASES, MODELS, list_models, model_doc, re
 __all__ = [
     "ALIASES",
     "FINAL",
+    "LOGITS",
+    "LOG_PROBS",
     "NET",
+    "OUTPUTS",
     "build",
     "check_fits",
+    "output_kind",
     "list_models",
     "model_doc",
     "register_model",
 ]
 
 FINAL = "final"  # the model shipped inside the package (mnistlab.weights)
+
+# What a network returns: PyTorch's convention (torchvision, timm) is logits; the tool's own
+# networks end in log_softmax. Runs and model files record which (runs from before the record
+# are log-probabilities), and log_softmax is applied to logits only: applied to
+# log-probabilities it is not exactly a no-op in floating point, and committed runs must
+# reproduce.
+LOGITS, LOG_PROBS = "logits", "log_probs"
+OUTPUTS = (LOGITS, LOG_PROBS)
 
 
 def build(spec: str | Mapping[str, Any], net: Mapping[str, Any] | None = None) -> nn.Module:
@@ -66,7 +78,11 @@ def build(spec: str | Mapping[str, Any], net: Mapping[str, Any] | None = None) -
 # each image by its own spread would divide by zero on a blank one).
 DRY_BATCH = (2, *INPUT)
 _FIX_INPUT = "it gets [N, 1, 28, 28] images (flatten before an nn.Linear)"
-_FIX_OUTPUT = f"it must return [N, {NUM_CLASSES}] log-probabilities, one value per class"
+_FIX_OUTPUT = f"it must return [N, {NUM_CLASSES}] logits or log-probabilities, one value per class"
+# A row of log-probabilities has logsumexp 0 up to rounding; a network's logits at
+# initialisation sit near log(10) = 2.3, and a row of them summing to 1 after exp() by chance
+# would need every value to conspire.
+_NORMALISED = 1e-4
 
 
 def _dry_batch(device: torch.device) -> torch.Tensor:
@@ -78,11 +94,28 @@ def _shape(shape: Any) -> str:
     return f"[{', '.join(map(str, shape))}]"
 
 
-def check_fits(model: nn.Module, spec: str, device: torch.device, user: bool = True) -> None:
+def output_kind(model: nn.Module, output: torch.Tensor) -> str:
+    """LOGITS or LOG_PROBS: what `model` returns, judged from its `output` [N, classes] on a
+    batch. A model may declare it (a class attribute `outputs = "logits"`); otherwise rows
+    whose exponentials sum to 1 are log-probabilities and anything else is logits."""
+    declared = getattr(model, "outputs", None)
+    if declared is not None:
+        if declared not in OUTPUTS:
+            raise MnistlabError(
+                f"{type(model).__name__}.outputs is {declared!r}; declare {LOGITS!r} or "
+                f"{LOG_PROBS!r} (or leave it out and the first batch decides)"
+            )
+        return declared
+    lse = torch.logsumexp(output.detach().float(), dim=1)
+    return LOG_PROBS if bool((lse.abs() < _NORMALISED).all()) else LOGITS
+
+
+def check_fits(model: nn.Module, spec: str, device: torch.device, user: bool = True) -> str:
     """One dry forward pass of `model` on a batch [2, 1, 28, 28] on `device` before anything
     trains on it: the output must be a floating-point tensor [2, 10] of finite values, as the
     loss and the accuracy read it. A model that does not fit is one MnistlabError naming
-    `spec` and what it returned.
+    `spec` and what it returned. Returns what the model outputs, LOGITS or LOG_PROBS
+    (output_kind), decided here once for a run.
 
     Nothing about the model changes: it runs in eval mode (BatchNorm keeps its running
     statistics, dropout draws nothing), under no_grad, with the random state forked, and its
@@ -142,3 +175,4 @@ def check_fits(model: nn.Module, spec: str, device: torch.device, user: bool = T
             f"{where} its output holds {bad} values before any training; {_FIX_OUTPUT}, "
             "finite (check its forward() for a log or division of zero)"
         )
+    return output_kind(model, output)

@@ -59,6 +59,7 @@ class TrainingState(Protocol):
     optimizer: torch.optim.Optimizer
     scheduler: Any  # an LR scheduler, or None
     ema: Any  # an AveragedModel, or None
+    outputs: str  # what the model returns: logits or log_probs
 
 
 def checkpoint_state(cfg: Config, parts: TrainingState, record: dict[str, Any]) -> dict[str, Any]:
@@ -70,6 +71,7 @@ def checkpoint_state(cfg: Config, parts: TrainingState, record: dict[str, Any]) 
         "epoch": record["epoch"],
         "model_name": cfg.model,
         "config": to_dict(cfg),
+        "outputs": parts.outputs,
         "model_state": parts.model.state_dict(),
         "optimizer_state": parts.optimizer.state_dict(),
         "scheduler_state": parts.scheduler.state_dict() if parts.scheduler else None,
@@ -114,9 +116,11 @@ def model_file_state(
     dataset: str = "mnist",
     mean: float | None = None,
     std: float | None = None,
+    outputs: str = "log_probs",
 ) -> dict[str, Any]:
     """The contents of a model file: weights and what is needed to use them. `mean`, `std`:
-    the normalisation trained with (default: the dataset's)."""
+    the normalisation trained with (default: the dataset's); `outputs`: what the network
+    returns, "logits" or "log_probs" (see models.OUTPUTS)."""
     if mean is None or std is None:
         mean, std = normalization({"dataset": dataset})
     return {
@@ -129,6 +133,7 @@ def model_file_state(
         "dataset": dataset,
         "mean": mean,
         "std": std,
+        "outputs": outputs,
     }
 
 

@@ -419,6 +419,13 @@ def run_info(
     }
 
 
+def data_dir_record(data_dir: str | Path | None) -> str | None:
+    """run.json's "data_dir": the data folder a run was given, absolute (None: the default
+    folder, looked up again when the run is used), so evaluating or resuming it needs no
+    data_dir again."""
+    return None if data_dir is None else str(Path(data_dir).resolve())
+
+
 def write_info(path: Path, info: dict[str, Any]) -> None:
     atomic_write_text(Path(path) / RUN_INFO, json.dumps(info, indent=2) + "\n")
 
@@ -570,7 +577,12 @@ def write_final(
 
 
 def final_model_state(
-    cfg: Config, model: nn.Module, test_acc: float | None, mean: float, std: float
+    cfg: Config,
+    model: nn.Module,
+    test_acc: float | None,
+    mean: float,
+    std: float,
+    outputs: str,
 ) -> dict[str, Any]:
     """What model.pt holds for this run."""
     return model_file_state(
@@ -581,6 +593,7 @@ def final_model_state(
         dataset=cfg.dataset,
         mean=mean,
         std=std,
+        outputs=outputs,
     )
 
 
@@ -594,6 +607,8 @@ class Stopped:
     finished: bool  # every epoch trained and the run marked finished: nothing to resume
     compile: bool  # it trained compiled, and goes on so: the same kernels, the same numbers
     bf16: bool  # ... in the same precision
+    outputs: str  # what its model returns (models.LOGITS or LOG_PROBS)
+    data_dir: str | None  # the data folder it was given (None: the default one)
 
 
 def resumable(path: str | Path) -> Stopped:
@@ -631,4 +646,18 @@ def resumable(path: str | Path) -> Stopped:
         finished=info.get("finished") is True and len(metrics) >= cfg.epochs,
         compile=bool(info.get("compile", False)),
         bf16=info.get("precision") == "bf16",
+        outputs=recorded_outputs(info),
+        data_dir=info.get("data_dir"),
     )
+
+
+def recorded_outputs(meta: dict[str, Any]) -> str:
+    """What a run's (or model file's) network returns; runs from before the record: log_probs."""
+    from mnistlab.models import LOG_PROBS, OUTPUTS
+
+    outputs = meta.get("outputs") or LOG_PROBS
+    if outputs not in OUTPUTS:
+        raise MnistlabError(
+            f"outputs {outputs!r} recorded; the file is damaged or from a newer mnistlab"
+        )
+    return outputs

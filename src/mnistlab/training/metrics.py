@@ -5,13 +5,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnistlab.data.datasets import Loader
+from mnistlab.models import LOG_PROBS, LOGITS
+
+
+def as_log_probs(output: torch.Tensor, outputs: str) -> torch.Tensor:
+    """A network's output as float log-probabilities: log_softmax for logits, nothing for
+    log-probabilities (where it would not be exactly a no-op; see models.OUTPUTS)."""
+    output = output.float()
+    return F.log_softmax(output, dim=1) if outputs == LOGITS else output
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: Loader) -> torch.Tensor:
-    """Log-probabilities [N, 10] for a whole (unshuffled) loader, on the CPU."""
+def predict(model: nn.Module, loader: Loader, outputs: str = LOG_PROBS) -> torch.Tensor:
+    """Log-probabilities [N, 10] for a whole (unshuffled) loader, on the CPU; `outputs`:
+    what the model returns (models.LOGITS or LOG_PROBS)."""
     model.eval()
-    return torch.cat([model(x).float().cpu() for x, _ in loader.batches()])
+    return torch.cat([as_log_probs(model(x), outputs).cpu() for x, _ in loader.batches()])
 
 
 def summarize_predictions(log_probs: torch.Tensor, labels: torch.Tensor) -> dict:
@@ -69,11 +78,13 @@ def evaluate_model(
     limit: int | None = None,
 ) -> dict:
     """Metrics of `model` on a split of the dataset its metadata records, normalised as
-    the metadata says (data.datasets.normalization); `limit`: only the first images."""
+    the metadata says (data.datasets.normalization), its output read as the metadata says
+    (`outputs`; log-probabilities when not recorded); `limit`: only the first images."""
     from mnistlab.data.datasets import load_split, normalization, recorded_dataset
 
     spec = recorded_dataset(meta)
     images, labels = load_split(spec.name, split == "train", data_dir, limit)
     mean, std = normalization(meta)
     loader = Loader(images, labels, batch_size, mean=mean, std=std, device=device)
-    return summarize_predictions(predict(model.to(device), loader), labels)
+    log_probs = predict(model.to(device), loader, meta.get("outputs") or LOG_PROBS)
+    return summarize_predictions(log_probs, labels)

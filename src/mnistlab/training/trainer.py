@@ -35,11 +35,11 @@ from mnistlab.data.augment import make_augment
 from mnistlab.data.datasets import DatasetSpec, Loader, get_spec, load_split, split_validation
 from mnistlab.device import MAX_THREADS, cpu_info, resolve_precision
 from mnistlab.errors import MnistlabError, arg, given
-from mnistlab.models import build, check_fits
+from mnistlab.models import LOG_PROBS, build, check_fits
 from mnistlab.models.spec import describe_raised
 from mnistlab.runs import rundir
 from mnistlab.runs.checkpoint import checkpoint_state, restore_checkpoint
-from mnistlab.training.metrics import predict, summarize_predictions, test_line
+from mnistlab.training.metrics import as_log_probs, predict, summarize_predictions, test_line
 
 # What the trainer accepts besides cfg.model: an instance (trained in place) or a class or
 # factory called with no arguments after seeding (its initial weights depend on the seed only).
@@ -108,6 +108,7 @@ class Parts:
     ema: AveragedModel | None  # the averaged weights, evaluated instead of the model
     bf16: bool  # train steps under bf16 autocast
     smoothing: float
+    outputs: str = LOG_PROBS  # what the model returns: models.LOGITS or LOG_PROBS
 
     @property
     def eval_model(self) -> nn.Module:
@@ -121,11 +122,12 @@ def setup(
     compile: bool = False,
     bf16=False,
     model: ModelArg | None = None,
+    outputs: str = LOG_PROBS,
 ) -> Parts:
     """Model, optimizer, schedule and loss from a config.
 
     The model is built from cfg.model unless `model` is given (see ModelArg); built here, its
-    initial weights depend on the seed only.
+    initial weights depend on the seed only. `outputs`: what it returns (check_model decides).
     """
     if device.type == "cuda":
         # Same seed, same numbers: cuDNN's autotuner and non-deterministic kernels would
@@ -150,7 +152,9 @@ def setup(
         # BatchNorm's running statistics are averaged too (use_buffers), so the averaged
         # model is evaluated as a whole.
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
-    return Parts(model, step_model, optimizer, scheduler, per_batch, ema, bf16, cfg.label_smoothing)
+    return Parts(
+        model, step_model, optimizer, scheduler, per_batch, ema, bf16, cfg.label_smoothing, outputs
+    )
 
 
 def instantiate(cfg: Config, model: ModelArg | None = None) -> nn.Module:
@@ -175,16 +179,19 @@ def instantiate(cfg: Config, model: ModelArg | None = None) -> nn.Module:
     return built
 
 
-def check_model(cfg: Config, device: torch.device, model: ModelArg | None = None) -> nn.Module:
+def check_model(
+    cfg: Config, device: torch.device, model: ModelArg | None = None
+) -> tuple[nn.Module, str]:
     """The network `cfg` (or `model`, see ModelArg) trains fits the task: one dry forward
     pass on `device` before any data is loaded or file written (models.check_fits). Building
     it draws from a forked random state, so the run's numbers are the same as without it.
-    Returns the network checked (untrained), for a summary of it."""
+    Returns the network checked (untrained, for a summary of it) and what it outputs
+    (models.LOGITS or LOG_PROBS), which the run records."""
     with torch.random.fork_rng(devices=[]):  # networks are built on the CPU
         net = instantiate(cfg, model)
     user = model is not None or ":" in cfg.model
-    check_fits(net.to(device), cfg.model, device, user)
-    return net
+    outputs = check_fits(net.to(device), cfg.model, device, user)
+    return net, outputs
 
 
 @dataclass
@@ -256,7 +263,7 @@ def train_epoch(
         step = model if len(target) == loader.batch_size else parts.model
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=parts.bf16):
             output = step(data)
-        loss = nll_loss(output.float(), target, parts.smoothing)
+        loss = nll_loss(as_log_probs(output, parts.outputs), target, parts.smoothing)
         loss.backward()
         optimizer.step()
         if parts.ema is not None:
@@ -307,9 +314,12 @@ def recalibrate_bn(model: nn.Module, loader: Loader) -> None:
     model.train(was_training)
 
 
-def evaluate(model: nn.Module, loader: Loader) -> tuple[dict, torch.Tensor]:
-    """Loss, accuracy and confusion of `model` on a split, and its log-probabilities."""
-    log_probs = predict(model, loader)
+def evaluate(
+    model: nn.Module, loader: Loader, outputs: str = LOG_PROBS
+) -> tuple[dict, torch.Tensor]:
+    """Loss, accuracy and confusion of `model` on a split, and its log-probabilities;
+    `outputs`: what the model returns (models.LOGITS or LOG_PROBS)."""
+    log_probs = predict(model, loader, outputs)
     return summarize_predictions(log_probs, loader.labels), log_probs
 
 
@@ -343,10 +353,10 @@ def fit(
             recalibrate_bn(parts.eval_model, loaders.clean)
         record: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc}
         if loaders.val is not None:
-            val, _ = evaluate(parts.eval_model, loaders.val)
+            val, _ = evaluate(parts.eval_model, loaders.val, parts.outputs)
             record.update(val_loss=val["loss"], val_acc=val["accuracy"])
         if loaders.test is not None and (cfg.test == "every-epoch" or epoch == cfg.epochs):
-            test, test_log_probs = evaluate(parts.eval_model, loaders.test)
+            test, test_log_probs = evaluate(parts.eval_model, loaders.test, parts.outputs)
             record.update(test_loss=test["loss"], test_acc=test["accuracy"])
         record.update(
             lr=lr,
@@ -569,9 +579,14 @@ def finish(path: Path, cfg: Config, parts: Parts, loaders: Loaders, records, tes
     if loaders.test is not None:
         labels = loaders.test.labels
         if test_log_probs is None:  # resumed after the last epoch, before the run finished
-            _, test_log_probs = evaluate(parts.eval_model, loaders.test)
+            _, test_log_probs = evaluate(parts.eval_model, loaders.test, parts.outputs)
     state = rundir.final_model_state(
-        cfg, parts.eval_model, records[-1].get("test_acc"), loaders.spec.mean, loaders.spec.std
+        cfg,
+        parts.eval_model,
+        records[-1].get("test_acc"),
+        loaders.spec.mean,
+        loaders.spec.std,
+        parts.outputs,
     )
     rundir.write_final(path, state, labels, test_log_probs)
 
@@ -587,23 +602,25 @@ def train_run(
     console: bool = True,
     model: ModelArg | None = None,
     sinks: list[Sink] | None = None,
-    checked: bool = False,
+    outputs: str | None = None,
 ) -> list[dict]:
     """Train a new run into `out`; returns its per-epoch records.
 
     `model` replaces building cfg.model (see setup); cfg.model is what the run records to
     rebuild it. `sinks` are told of every epoch besides the console and the run directory.
-    `checked`: the caller made check_model already (api.train does, before it prints).
+    `outputs`: what the model returns, when the caller made check_model already (api.train
+    does, before it prints); None checks it here.
     """
     rundir.check_new(out)  # before any data is loaded
     check_tensorboard(tensorboard or cfg.log.tensorboard)
-    if not checked:
-        check_model(cfg, device, model)
+    if outputs is None:
+        _, outputs = check_model(cfg, device, model)
     compile = compile or cfg.compile
     precision = resolve_precision(cfg.precision, device, cpu_info())
     loaders = make_loaders(cfg, device, data_dir)
     info = run_info(cfg, device, compile, precision, model)
-    parts = setup(cfg, device, len(loaders.train), compile, precision == "bf16", model)
+    info.update(outputs=outputs, data_dir=rundir.data_dir_record(data_dir))
+    parts = setup(cfg, device, len(loaders.train), compile, precision == "bf16", model, outputs)
     extra = list(sinks or [])
     sinks = make_sinks(cfg, loaders, tensorboard, console)
     with rundir.create(out, cfg, info) as path:
@@ -621,11 +638,14 @@ def resume_run(
     tensorboard: str | None = None,
     console: bool = True,
     sinks: list[Sink] | None = None,
+    model: ModelArg | None = None,
 ) -> list[dict] | None:
     """Continue a stopped run where its checkpoint left it; None if it had finished.
 
     A run started with --compile goes on compiled, in the same precision: the same kernels,
-    the same numbers.
+    the same numbers. `model`: the network to continue (see ModelArg), for a run whose model
+    cannot be rebuilt from its record (a class defined in a notebook); its weights are
+    replaced by the checkpoint's. `data_dir`: default the one the run recorded.
     """
     path = Path(path)
     stopped = rundir.resumable(path)  # before any data is loaded or file touched
@@ -639,8 +659,13 @@ def resume_run(
             state = rundir.read_checkpoint(path)  # again, under the lock
             rundir.check_checkpoint(path, cfg, state)
             metrics = rundir.records_at_checkpoint(metrics, state, path)
+        check_resumable_model(path, cfg, device, model)  # before any data is loaded
+        if data_dir is None:
+            data_dir = stopped.data_dir
         loaders = make_loaders(cfg, device, data_dir)
-        parts = setup(cfg, device, len(loaders.train), stopped.compile, stopped.bf16)
+        parts = setup(
+            cfg, device, len(loaders.train), stopped.compile, stopped.bf16, model, stopped.outputs
+        )
         if state is not None:
             start_epoch = restore_checkpoint(parts, state, cfg, path / rundir.CHECKPOINT) + 1
         extra = list(sinks or [])
@@ -655,6 +680,25 @@ def resume_run(
         )
         finish(path, cfg, parts, loaders, records, test_log_probs)
     return records
+
+
+def check_resumable_model(
+    path: Path, cfg: Config, device: torch.device, model: ModelArg | None
+) -> None:
+    """The network a stopped run goes on with builds and fits: the one passed, or the one its
+    record names. A user's class the record cannot rebuild (defined in a notebook) is passed
+    in from Python; the error says how."""
+    try:
+        check_model(cfg, device, model)
+    except MnistlabError:
+        if model is not None or ":" not in cfg.model:
+            raise
+        from mnistlab.models.spec import needs_instance
+
+        raise MnistlabError(
+            f"{path}: its model {cfg.model!r} cannot be rebuilt here; continue it from Python "
+            f"with the network passed: ml.train(resume={str(path)!r}, {needs_instance(cfg.model)})"
+        ) from None
 
 
 def make_sinks(cfg: Config, loaders: Loaders, tensorboard: str | None, console: bool) -> list:

@@ -2,8 +2,9 @@
 
     GET  /             the drawing page (package files under web/, nothing from the network)
     POST /api/predict  an image (multipart field `file`, or JSON {"image": "data:image/png;..."})
-                       -> digit, the 10 probabilities, the 28x28 input and its saliency
-    GET  /api/model    the model's name, parameters and test accuracy
+                       -> the class ("digit") and its name, the 10 probabilities, the 28x28
+                       input and its saliency
+    GET  /api/model    the model's name, parameters, test accuracy, dataset and class names
     GET  /docs         the API described from /openapi.json, without a CDN
 
 Images go through the same code as `mnistlab predict` (preprocess.mnist_style). Bad input gets
@@ -52,18 +53,21 @@ class Classifier:
         path = checkpoint_path(checkpoint)
         self.model, meta = load_model(path)
         self.mean, self.std = normalization(meta)
+        dataset = recorded_dataset(meta)
+        self.classes = dataset.classes
         accuracy = meta.get("test_acc")
         self.info = {
             "name": meta.get("model_name"),
             "parameters": count_parameters(self.model),
             "test_accuracy": round(float(accuracy), 2) if accuracy is not None else None,
-            "dataset": recorded_dataset(meta).name,
+            "dataset": dataset.name,
+            "classes": list(dataset.classes),  # names by class, for the page's bars
             "checkpoint": path.name,
         }
 
     def predict(self, data: bytes) -> dict[str, Any]:
-        """An image file's bytes -> digit, probabilities, input image and saliency."""
-        from mnistlab.inference.classify import classify
+        """An image file's bytes -> class, its name, probabilities, input image and saliency."""
+        from mnistlab.inference.classify import Prediction, rank
         from mnistlab.inference.saliency import gradient_x_input
 
         try:
@@ -71,12 +75,15 @@ class Classifier:
             image = preprocess.mnist_style(gray)
         except MnistlabError as e:
             raise ApiError(400, str(e)) from None
-        probs = classify(self.model, image[None], self.mean, self.std)[0]
-        digit = int(probs.argmax())
-        saliency = gradient_x_input(self.model, image, self.mean, self.std, digit)
+        # Ranked as `mnistlab predict` ranks: the same class and name.
+        result = Prediction(file="upload")
+        rank(self.model, [result], [image], self.mean, self.std, self.classes)
+        label = result.prediction
+        saliency = gradient_x_input(self.model, image, self.mean, self.std, label)
         return {
-            "digit": digit,
-            "probabilities": [round(float(p), 5) for p in probs],
+            "digit": label,  # the class number (the key was named when MNIST was all there was)
+            "name": result.name,
+            "probabilities": [round(float(p), 5) for p in result.probabilities],
             "image": np.round(image, 3).tolist(),
             "saliency": np.round(saliency, 3).tolist(),
         }
@@ -202,7 +209,7 @@ def create_app(classifier: Classifier) -> Any:
 
     app = FastAPI(
         title="mnistlab",
-        description="Draw or upload a digit; the model answers.",
+        description="Draw or upload an image; the model answers with its class and name.",
         docs_url=None,  # FastAPI's own pages load their scripts from a CDN
         redoc_url=None,
     )

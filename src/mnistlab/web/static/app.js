@@ -3,6 +3,8 @@
 
 const PEN = 18;            // pen width on the 280 px canvas: MNIST strokes are ~1/10 of the digit
 const THROTTLE_MS = 150;   // at most one request per this while the pen moves
+// How the page names a dataset the server reports; another one is shown by its name.
+const DATASET_TITLES = { mnist: "MNIST", "fashion-mnist": "Fashion-MNIST" };
 
 const draw = document.getElementById("draw");
 const ctx = draw.getContext("2d");
@@ -21,12 +23,21 @@ let pending = null;        // the next request to send when it is back
 let lastSent = 0;
 let lastResult = null;
 let requests = 0;
+let classes = Array.from({ length: 10 }, (_, d) => String(d));  // until /api/model names them
 
-for (let d = 0; d < 10; d++) {
-  const li = document.createElement("li");
-  li.innerHTML = `<span>${d}</span><span class="bar"><span></span></span><span class="p">–</span>`;
-  bars.append(li);
+// One bar per class, labelled with its name; long names get a wider label column.
+function makeBars() {
+  bars.replaceChildren();
+  bars.classList.toggle("named", classes.some((name) => name.length > 2));
+  for (const name of classes) {
+    const li = document.createElement("li");
+    li.innerHTML = '<span class="name"></span><span class="bar"><span></span></span><span class="p">–</span>';
+    li.querySelector(".name").textContent = name;  // text, not HTML: names are data
+    li.title = name;
+    bars.append(li);
+  }
 }
+makeBars();
 
 function redraw() {
   ctx.fillStyle = "#fff";
@@ -134,6 +145,7 @@ function reset() {
   lastResult = null;
   errorBox.hidden = true;
   digitOut.textContent = "?";
+  digitOut.classList.remove("named");
   confidence.textContent = "";
   for (const li of bars.children) {
     li.className = "";
@@ -151,7 +163,9 @@ function showError(message) {
 function show(answer) {
   lastResult = answer;
   errorBox.hidden = true;
-  digitOut.textContent = answer.digit;
+  const name = answer.name ?? classes[answer.digit] ?? String(answer.digit);
+  digitOut.textContent = name;
+  digitOut.classList.toggle("named", name.length > 2);  // "Ankle boot" in a smaller size
   confidence.textContent = `${(100 * answer.probabilities[answer.digit]).toFixed(1)}% sure`;
   answer.probabilities.forEach((p, d) => {
     const li = bars.children[d];
@@ -208,9 +222,21 @@ drop.addEventListener("drop", (event) => {
 });
 
 fetch("/api/model").then((r) => r.json()).then((m) => {
-  const acc = m.test_accuracy == null ? "" : ` · ${m.test_accuracy}% on the MNIST test set`;
+  const dataset = DATASET_TITLES[m.dataset] ?? m.dataset ?? "MNIST";
+  const acc = m.test_accuracy == null ? "" : ` · ${m.test_accuracy}% on the ${dataset} test set`;
   document.getElementById("model").textContent =
     `Model ${m.name} · ${m.parameters.toLocaleString("en")} parameters${acc}`;
+  if (m.dataset && m.dataset !== "mnist") {  // the page says "digit" for MNIST only
+    const heading = `Draw or upload a ${dataset} image`;
+    document.querySelector("h1").textContent = heading;
+    document.title = `mnistlab: ${heading.toLowerCase()}`;
+    draw.setAttribute("aria-label", `drawing canvas: draw a ${dataset} image here`);
+  }
+  if (Array.isArray(m.classes) && m.classes.length) {
+    classes = m.classes.map(String);
+    makeBars();
+    if (lastResult) show(lastResult);
+  }
 }).catch(() => { document.getElementById("model").textContent = "model info unavailable"; });
 
 redraw();
