@@ -82,6 +82,7 @@ report: $(VENV)/.installed
 		examples/digits/*.bmp > results/predict-examples.txt
 	$(BIN)/python tools/splice_readme.py README.md docs/*.md
 
-# Execute the drill-down notebook and keep its outputs (about a minute on 2 cores).
+# Execute the notebooks and keep their outputs (about a minute each on 2 cores).
 notebook: fetch $(VENV)/.installed-dev
 	$(BIN)/python tools/execute_notebook.py examples/drill-down.ipynb
+	$(BIN)/python tools/execute_notebook.py examples/own-model.ipynb
