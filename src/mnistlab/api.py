@@ -35,6 +35,7 @@ from mnistlab.inference.classify import (
     predict_items,
 )
 from mnistlab.inference.exporters import export_info, export_model
+from mnistlab.inference.onnxfile import is_onnx_file
 from mnistlab.models import FINAL, LOG_PROBS, build, check_fits, list_models
 from mnistlab.models.spec import MAIN, spec_of
 from mnistlab.models.summary import Summary, format_table, summarize, summarize_checked
@@ -47,7 +48,7 @@ from mnistlab.runs.rundir import (
     read_run,
     recorded_outputs,
 )
-from mnistlab.training.metrics import evaluate_model
+from mnistlab.training.metrics import evaluate_model, evaluate_onnx
 from mnistlab.training.trainer import Parts, check_compiler, default_out, resume_run, train_run
 
 if TYPE_CHECKING:
@@ -522,6 +523,8 @@ def evaluate(
     a bare nn.Module, MNIST's), and read from `data_dir` (default: the folder the run was
     trained from, else the data cache). `limit`: only the first images. The model may
     return logits or log-probabilities (the run records which; a bare nn.Module is asked).
+    An exported .onnx file (int8 too) is run by ONNX Runtime, normalised with the mean and
+    std in its metadata, on its dataset's images.
     """
     from mnistlab.training.trainer import whole_number
 
@@ -535,6 +538,8 @@ def evaluate(
             f"{arg('model')} got a {type(model).__name__}; pass an untrained nn.Module to load "
             "the weights into"
         )
+    if is_onnx_file(model_or_run):
+        return evaluate_onnx(model_or_run, split, data_dir, batch_size, threads, limit)
     torch_device = pick_device(device)
     use_threads(threads)
     trained, meta = _resolve(model_or_run, model)
@@ -603,23 +608,30 @@ def export(
     format: str = "onnx",
     *,
     model: nn.Module | None = None,
+    int8: bool = False,
+    data_dir: str | Path | None = None,
 ) -> Path:
     """Write a trained model as an ONNX or TorchScript file; returns its path.
 
     The file takes float32 [N, 1, 28, 28] normalised with the mean and std it carries in its
     metadata, and returns what the network does, [N, 10]: an output named "log_probs" or
     "logits" (see `mnistlab export`). The path returned is absolute.
+
+    `int8=True` (ONNX only) quantizes it: ONNX Runtime's static quantization, QDQ with
+    per-channel weights, calibrated on 2,000 training images of the model's dataset (from
+    `data_dir`, default the data cache; never the test set); the file's metadata says so.
     """
-    from mnistlab.inference.exporters import check_format, check_out
+    from mnistlab.inference.exporters import check_format, check_int8, check_out
 
     check_out(path, check_format(format))  # before the model is loaded
+    check_int8(int8, format)
     if model is not None and not isinstance(model, nn.Module):
         raise MnistlabError(
             f"{arg('model')} got a {type(model).__name__}; pass an untrained nn.Module to load "
             "the weights into"
         )
     trained, meta = _resolve(model_or_run, model)
-    export_model(trained, format, path, export_info(meta))
+    export_model(trained, format, path, export_info(meta), int8, data_dir)
     return Path(path).absolute()
 
 

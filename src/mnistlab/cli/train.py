@@ -127,7 +127,8 @@ def add_commands(sub, command: Command) -> None:
         nargs="?",
         default=None,
         metavar="RUNDIR_OR_CHECKPOINT",
-        help="run directory, model.pt or checkpoint.pt (default: the shipped model)",
+        help="run directory, model.pt, checkpoint.pt or an exported .onnx file (default: the "
+        "shipped model)",
     )
     p.add_argument("--format", default="text", choices=["text", "json"], help="output format")
     p.add_argument("--batch-size", type=positive, default=1000, help="images per forward pass")

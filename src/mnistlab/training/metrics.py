@@ -88,3 +88,24 @@ def evaluate_model(
     loader = Loader(images, labels, batch_size, mean=mean, std=std, device=device)
     log_probs = predict(model.to(device), loader, meta.get("outputs") or LOG_PROBS)
     return summarize_predictions(log_probs, labels)
+
+
+def evaluate_onnx(
+    path,
+    split: str = "test",
+    data_dir=None,
+    batch_size: int = 1000,
+    threads: int | None = None,
+    limit: int | None = None,
+) -> dict:
+    """evaluate_model's metrics for an exported ONNX file, run by ONNX Runtime on the split of
+    the dataset its metadata records, with its classes."""
+    from mnistlab.data.datasets import get_spec, load_split
+    from mnistlab.inference.onnxfile import OnnxModel
+
+    model = OnnxModel(path, threads)
+    spec = get_spec(model.meta.get("dataset") or "mnist")
+    images, labels = load_split(spec.name, split == "train", data_dir, limit)
+    probs = model.probabilities(images.numpy().astype("float32") / 255, batch_size)
+    log_probs = torch.from_numpy(probs).clamp_min(1e-45).log()
+    return {**summarize_predictions(log_probs, labels), "classes": list(spec.classes)}
