@@ -1,6 +1,12 @@
 """int8 ONNX export (static quantization calibrated on training images) and ONNX files
 evaluated through ONNX Runtime."""
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
 import onnx
 import pytest
 
@@ -54,3 +60,30 @@ def test_an_onnx_file_that_cannot_be_read_is_one_line(tmp_path, cli) -> None:
     done = cli("evaluate", str(bad))
     assert done.returncode == 1 and "not a readable ONNX file" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# ----------------------------------------------------------------------------- no torch
+
+EXAMPLES = sorted(str(p) for p in (Path(__file__).parents[1] / "examples" / "digits").glob("*.*"))
+EXAMPLES = [p for p in EXAMPLES if not p.endswith(".py")]
+NO_TORCH = "import sys; sys.modules['torch'] = None  # importing torch fails\n"
+
+
+def test_predict_from_an_onnx_file_needs_no_torch(tmp_path) -> None:
+    """`mnistlab predict --checkpoint FILE.onnx` in a process where `import torch` fails reads
+    the example digits as the torch model does."""
+    path = ml.export("final", tmp_path / "final.onnx")
+    script = NO_TORCH + "from mnistlab.cli import main; sys.exit(main(sys.argv[1:]))"
+    done = subprocess.run(
+        [sys.executable, "-c", script, "predict", "--checkpoint", str(path), "--json", *EXAMPLES],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    by_onnx = json.loads(done.stdout)
+    by_torch = ml.predict(EXAMPLES)
+    assert [r["prediction"] for r in by_onnx] == by_torch.labels.tolist()
+    assert [r["name"] for r in by_onnx] == by_torch.names
+    via_api = ml.predict(EXAMPLES, model=path)
+    assert np.allclose(via_api.probabilities, by_torch.probabilities, atol=1e-4)

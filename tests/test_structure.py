@@ -99,8 +99,8 @@ def test_one_normalisation_lookup() -> None:
                 lookups.append(path)
             if isinstance(node, ast.Constant) and node.value in (0.1307, 0.3081):
                 constants.append(path)
-    assert set(lookups) <= {"data/datasets.py"}, lookups
-    assert set(constants) <= {"data/datasets.py"}, constants
+    assert set(lookups) <= {"data/specs.py"}, lookups
+    assert set(constants) <= {"data/specs.py"}, constants
 
 
 def test_one_device_default() -> None:

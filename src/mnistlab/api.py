@@ -35,7 +35,7 @@ from mnistlab.inference.classify import (
     predict_items,
 )
 from mnistlab.inference.exporters import export_info, export_model
-from mnistlab.inference.onnxfile import is_onnx_file
+from mnistlab.inference.onnxfile import OnnxModel, is_onnx_file
 from mnistlab.models import FINAL, LOG_PROBS, build, check_fits, list_models
 from mnistlab.models.spec import MAIN, spec_of
 from mnistlab.models.summary import Summary, format_table, summarize, summarize_checked
@@ -563,6 +563,7 @@ def predict(
     `images_or_paths`: a path or a list of paths (any format Pillow reads), a PIL image, or a
     numpy array or torch tensor shaped [H, W], [N, H, W] or [N, 1, H, W], grayscale or RGB(A)
     ([H, W, 3], [N, H, W, 3], [N, 3, H, W]); pixels uint8 0-255 or floats in [0, 1].
+    `model` may also be an exported .onnx file (int8 too), run by ONNX Runtime.
     `preprocess`: turn each image into a 28x28 MNIST-style input (ink cropped, scaled,
     centred; photos of paper cleaned up) first; default: where the model's dataset is
     handwritten digits, not for Fashion-MNIST. `errors="raise"` raises for an image that
@@ -582,20 +583,29 @@ def predict(
             problem = file_kind_problem(item) if isinstance(item, Path) else None
             if problem is not None:
                 raise MnistlabError(f"{name}: {problem}")
-    torch_device = pick_device(device)
-    use_threads(threads)
-    trained, meta = _resolve(FINAL if model is None else model)
-    mean, std = normalization(meta)
-    dataset = recorded_dataset(meta)
-    results = predict_items(
-        trained,
-        named,
-        mean=mean,
-        std=std,
-        classes=dataset.classes,
-        preprocess_image=dataset.digits if preprocess is None else preprocess,
-        device=torch_device,
-    )
+    if is_onnx_file(model):  # through ONNX Runtime, with the file's own records
+        onnx_model = OnnxModel(model, threads)
+        results = predict_items(
+            onnx_model,
+            named,
+            classes=onnx_model.classes,
+            preprocess_image=onnx_model.digits if preprocess is None else preprocess,
+        )
+    else:
+        torch_device = pick_device(device)
+        use_threads(threads)
+        trained, meta = _resolve(FINAL if model is None else model)
+        mean, std = normalization(meta)
+        dataset = recorded_dataset(meta)
+        results = predict_items(
+            trained,
+            named,
+            mean=mean,
+            std=std,
+            classes=dataset.classes,
+            preprocess_image=dataset.digits if preprocess is None else preprocess,
+            device=torch_device,
+        )
     failed = next((r for r in results if r.error is not None), None)
     if errors == "raise" and failed is not None:
         raise MnistlabError(failed.error)

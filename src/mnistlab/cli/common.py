@@ -61,11 +61,11 @@ def flag(key: str) -> str:
 
 
 class DatasetNames(Sequence):
-    """The dataset registry's names, read only when argparse needs them: importing
-    mnistlab.data.datasets loads torch, which would slow down every `--help`."""
+    """The dataset registry's names, read only when argparse needs them (from data.specs,
+    which loads no torch: `--help` stays fast and an ONNX runtime needs none)."""
 
     def _names(self) -> list[str]:
-        from mnistlab.data.datasets import DATASETS
+        from mnistlab.data.specs import DATASETS
 
         return list(DATASETS)
 

@@ -24,6 +24,7 @@ from mnistlab import weights
 from mnistlab.errors import MnistlabError, given
 from mnistlab.fileio import WriteError, write_files
 from mnistlab.inference import preprocess
+from mnistlab.inference.onnxfile import OnnxModel
 
 if TYPE_CHECKING:
     import torch
@@ -213,7 +214,7 @@ def predict_files(
 
 
 def rank(
-    model: nn.Module,
+    model: nn.Module | OnnxModel,
     results: list[Prediction],
     inputs: list[np.ndarray],
     mean: float | None,
@@ -221,17 +222,23 @@ def rank(
     classes: tuple[str, ...] = (),
     device: torch.device | str = "cpu",
 ) -> None:
-    """Fill in each result's class, name, top 3 and probabilities from its 28x28 input."""
+    """Fill in each result's class, name, top 3 and probabilities from its 28x28 input. An
+    OnnxModel runs through ONNX Runtime with its own normalisation (no torch)."""
     if not results:
         return
-    if mean is None or std is None:
-        from mnistlab.data.datasets import normalization
+    if isinstance(model, OnnxModel):
+        probs = model.probabilities(np.stack(inputs))
+    else:
+        if mean is None or std is None:
+            from mnistlab.data.datasets import normalization
 
-        mean, std = normalization({})
-    probs = classify(model, np.stack(inputs), mean, std, device)
+            mean, std = normalization({})
+        probs = classify(model, np.stack(inputs), mean, std, device).numpy()
     names = classes or tuple(str(i) for i in range(probs.shape[1]))
-    top_probs, top_labels = probs.topk(min(3, probs.shape[1]), dim=1)
-    rows = zip(results, top_labels.tolist(), top_probs.tolist(), probs.numpy(), strict=True)
+    # Highest first; a stable sort keeps the lower class first on a tie, as topk does.
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :3]
+    top_probs = np.take_along_axis(probs, order, axis=1)
+    rows = zip(results, order.tolist(), top_probs.tolist(), probs, strict=True)
     for result, labels, ps, row in rows:
         result.prediction, result.name = labels[0], names[labels[0]]
         result.top3 = list(zip(labels, ps, strict=True))
@@ -266,3 +273,21 @@ def save_previews(folder: Path, results: list[Prediction]) -> None:
             f"{given('show_preprocessed', folder)}: cannot write the previews ({e.reason}); "
             "no preview was kept; choose a writable folder"
         ) from None
+
+
+def predict_onnx(
+    images: list[str | Path],
+    path: str | Path,
+    *,
+    preprocess_image: bool | None = None,
+    threads: int | None = None,
+    show_dir: str | Path | None = None,
+) -> Predictions:
+    """predict_files with an exported ONNX file, through ONNX Runtime alone: no torch, no
+    training code. Its metadata gives the normalisation, the class names and whether the
+    images are digits to preprocess (`preprocess_image`: None for that)."""
+    model = OnnxModel(path, threads)
+    digits = model.digits if preprocess_image is None else preprocess_image
+    return predict_files(
+        model, images, show_dir=show_dir, classes=model.classes, preprocess_image=digits
+    )

@@ -273,10 +273,12 @@ def export_info(meta: dict[str, Any]) -> dict[str, Any]:
 
     mean, std = normalization(meta)
     outputs = meta.get("outputs") or OUTPUT_NAMES[0]
-    dataset = recorded_dataset(meta).name
+    spec = recorded_dataset(meta)
     return {
         "model": meta.get("model_name"),
-        "dataset": dataset,
+        "dataset": spec.name,
+        "classes": json.dumps(list(spec.classes)),  # for a runtime that has no dataset table
+        "digits": str(spec.digits).lower(),
         "mean": mean,
         "std": std,
         "outputs": outputs,

@@ -8,6 +8,7 @@ in [0, 1] into class probabilities; evaluation and prediction build on that.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import numpy as np
 from mnistlab.errors import MnistlabError
 
 SUFFIX = ".onnx"
+DIGITS = tuple(str(d) for d in range(10))
 
 
 def is_onnx_file(target: Any) -> bool:
@@ -66,6 +68,9 @@ class OnnxModel:
         self.meta: dict[str, Any] = dict(props)
         self.input_name = self.session.get_inputs()[0].name
         self.outputs = self.session.get_outputs()[0].name  # "log_probs" or "logits"
+        # Files from before these records are MNIST's digits.
+        self.classes = tuple(json.loads(props["classes"])) if "classes" in props else DIGITS
+        self.digits = props.get("digits", "true") == "true"  # preprocess photos as digits
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """The graph's output for a normalised float32 batch [N, 1, 28, 28]."""
