@@ -40,6 +40,16 @@ def add_commands(sub, command: Command) -> None:
         "run in its own process; training time, compile cost, memory and whether the mean "
         "final test accuracy reaches ACC%%",
     )
+    p.add_argument(
+        "--inference",
+        nargs="?",
+        const="final",
+        default=None,
+        metavar="RUNDIR_OR_CHECKPOINT",
+        help="instead: inference speed of a trained model (default: the shipped one) as torch "
+        "eager, TorchScript, ONNX fp32 and int8, batch 1 and 256, 1 and 2 threads, in "
+        "--rounds interleaved rounds; and file sizes",
+    )
     p.add_argument("--seeds", type=positive, default=5, help="--time-to: seeds 1..N")
     p.add_argument(
         "--compiled",
@@ -62,6 +72,8 @@ def add_commands(sub, command: Command) -> None:
 def bench(args: argparse.Namespace) -> int:
     if args.time_to is not None:
         return time_to(args)
+    if args.inference is not None:
+        return inference(args)
     from mnistlab.bench.seed import bench, format_bench
     from mnistlab.device import pick_device, use_threads
     from mnistlab.fileio import atomic_write_text
@@ -130,6 +142,27 @@ def time_to(args: argparse.Namespace) -> int:
         compiled=tuple(args.compiled),
     )
     text = format_time_to(result)
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        write_files(
+            {
+                out: (json.dumps(result, indent=2) + "\n").encode(),
+                out.with_suffix(".txt"): (text + "\n").encode(),
+            }
+        )
+        print(f"wrote {out} and {out.with_suffix('.txt')}")
+    return 0
+
+
+def inference(args: argparse.Namespace) -> int:
+    if args.out and Path(args.out).suffix != ".json":
+        raise MnistlabError(f"--out {args.out}: name a .json file (the table goes beside it)")
+    from mnistlab.bench.inference import bench_inference, format_inference
+    from mnistlab.fileio import write_files
+
+    result = bench_inference(args.inference, args.rounds, args.data_dir)
+    text = format_inference(result)
     print(text)
     if args.out:
         out = Path(args.out)
