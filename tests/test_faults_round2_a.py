@@ -553,7 +553,8 @@ def test_search_report_on_a_missing_study_file_creates_none(tmp_path, cli):
 
 def test_seeds_past_32_bits_after_many_trials_still_seed_the_sampler():
     space = Space(path="x", seed=config.SEED_MAX)
-    assert search_run.make_sampler(space, worker=1, done=5000) is not None
+    seed = search_run.sampler_seed(space, "host:1")
+    assert 0 <= seed <= config.SEED_MAX and search_run.make_sampler(space, seed) is not None
 
 
 # ----------------------------------------------------------------------------- report

@@ -1,6 +1,6 @@
 """The architecture search: real tiny networks trained through the trainer by Optuna workers
-sharing one study in SQLite and in a real PostgreSQL server; infeasible trials, faults, the
-report and the test set that a search never reads."""
+sharing one study in SQLite; infeasible trials, bad spaces, faults, the report and the test
+set that a search never reads. Workers on a real PostgreSQL server: test_search_workers.py."""
 
 import json
 import os
@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import tomllib
 import urllib.request
@@ -22,6 +21,8 @@ import torch
 from mnistlab.cli import main
 from mnistlab.config import load_config
 from mnistlab.runs import rundir
+from mnistlab.search.report import counts_text, trial_row, trials_table
+from mnistlab.search.run import sampler_seed
 from mnistlab.search.space import load_space
 from mnistlab.training import trainer as train
 
@@ -64,8 +65,12 @@ def write_space(folder: Path, epochs: int = 2, max_params: int = 5000) -> Path:
     return path
 
 
+def study_of(storage: str, study: str):
+    return optuna.load_study(study_name=study, storage=storage)
+
+
 def trials_of(storage: str, study: str) -> list:
-    return optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
+    return study_of(storage, study).get_trials(deepcopy=False)
 
 
 def search_command(space: Path, runs: Path, data_dir: Path, *args: str) -> list[str]:
@@ -94,18 +99,27 @@ def env() -> dict[str, str]:
 
 
 def check_no_trial_ran_twice(trials: list, runs: Path) -> None:
-    """Every trial that trained has its own run directory, trained once, and no other does."""
+    """Every trial that trained has its own run directory (named relative to the study's
+    folder), trained once, and no other does; an ended trial keeps no training state, and
+    a failed one no model either."""
     trained = {t.number for t in trials if "run" in t.user_attrs}
     assert {int(p.name.removeprefix("trial-")) for p in runs.glob("trial-*")} == trained
-    ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     for t in trials:
-        path = runs / f"trial-{t.number}"
-        if t.state == optuna.trial.TrialState.COMPLETE:
+        assert t.state.is_finished(), f"trial {t.number} is still {t.state.name}"
+        assert t.user_attrs["host"] == socket.gethostname() and "pruner" in t.user_attrs
+        if "run" not in t.user_attrs:
+            continue
+        path = runs / t.user_attrs["run"]
+        assert t.user_attrs["run"] == f"trial-{t.number}"
+        assert not (path / rundir.CHECKPOINT).exists()  # no trial is run again
+        info = json.loads((path / rundir.RUN_INFO).read_text())
+        if t.state.name == "COMPLETE":
             metrics = rundir.read_metrics(path)
             assert [r["epoch"] for r in metrics] == list(range(1, t.user_attrs["epochs"] + 1))
             assert (path / rundir.MODEL).is_file()
-        if t.state in ended and "run" in t.user_attrs:  # never run again: no training state
-            assert not (path / rundir.CHECKPOINT).exists()
+        if t.state.name == "FAIL":
+            assert not (path / rundir.MODEL).exists() and not info["finished"]
+            assert info["search"]["failed"] == t.user_attrs["error"]
 
 
 @pytest.fixture
@@ -135,17 +149,24 @@ def test_a_search_never_reads_the_test_set(data_dir, tmp_path, monkeypatch, caps
     assert [t.number for t in trials] == [0, 1, 2]
     check_no_trial_ran_twice(trials, runs / "s")
     for t in trials:
+        # 2 epochs and no schedule: the pruner judges from the epoch after the first third
+        assert t.user_attrs["pruner"] == "median from epoch 2"
         if "run" in t.user_attrs:
-            cfg = rundir.read_config(t.user_attrs["run"])
+            run = runs / "s" / t.user_attrs["run"]
+            cfg = rundir.read_config(run)
             assert cfg.test == "never" and cfg.val_size == 100 and cfg.model == "net"
-            assert not (Path(t.user_attrs["run"]) / rundir.PREDICTIONS).exists()
-            info = json.loads((Path(t.user_attrs["run"]) / rundir.RUN_INFO).read_text())
+            assert not (run / rundir.PREDICTIONS).exists()
+            info = json.loads((run / rundir.RUN_INFO).read_text())
             assert info["params"] == t.user_attrs["params"] <= 5000
             assert info["search"] == {"study": "s", "trial": t.number}
     done = [t for t in trials if t.state.name == "COMPLETE"]
     for t in done:  # the objective: the last 3 epochs' mean validation accuracy (2 epochs here)
-        metrics = rundir.read_metrics(t.user_attrs["run"])
+        metrics = rundir.read_metrics(runs / "s" / t.user_attrs["run"])
         assert t.values[0] == pytest.approx(sum(r["val_acc"] for r in metrics) / len(metrics))
+    # The study says what drew its trials: each worker's sampler seed, from its host and pid.
+    (worker,) = {t.user_attrs["worker"] for t in trials}
+    recorded = study_of(f"sqlite:///{runs}/s/study.db", "s").user_attrs[f"worker {worker}"]
+    assert recorded["seed"] == sampler_seed(load_space(space), worker)
 
     # Run again: the study continues to the new total, here under another pruner (it only
     # decides when trials stop; each trial names its own); another space is refused.
@@ -157,8 +178,7 @@ def test_a_search_never_reads_the_test_set(data_dir, tmp_path, monkeypatch, caps
     trials = trials_of(f"sqlite:///{runs}/s/study.db", "s")
     assert len(trials) == 4
     for t in trials:
-        if "run" in t.user_attrs:
-            assert t.user_attrs["pruner"] == ("none" if t.number == 3 else "median from epoch 1")
+        assert t.user_attrs["pruner"] == ("none" if t.number == 3 else "median from epoch 2")
     (tmp_path / "other").mkdir()
     other = write_space(tmp_path / "other")
     other.write_text(other.read_text().replace("width = [4, 8]", "width = [4, 16]"))
@@ -190,6 +210,10 @@ def test_a_search_never_reads_the_test_set(data_dir, tmp_path, monkeypatch, caps
     args = ["search", "report", "--runs", str(runs), "--study", "s", "--out", str(report)]
     assert main([*args, "--export-best", "1"]) == 0
     text = (report / "README.md").read_text()
+    counts = (report / "counts.md").read_text().strip()
+    assert counts.startswith("4 trials in all: ") and counts in text
+    assert "a trial's last 2 epochs" in text and "| val. last 2 (%) |" in text
+    assert "last 3" not in text  # every trial ran 2 epochs
     for figure in ("pareto", "history"):
         assert f"figures/{figure}.png" in text and (report / f"figures/{figure}.png").is_file()
     best = max(
@@ -201,7 +225,7 @@ def test_a_search_never_reads_the_test_set(data_dir, tmp_path, monkeypatch, caps
     cfg = load_config(exported)
     assert (cfg.val_size, cfg.test, cfg.model) == (0, "every-epoch", "net")
     assert cfg.expect.params == best.user_attrs["params"] and cfg.expect.rf >= 28
-    trial_cfg = rundir.read_config(best.user_attrs["run"])
+    trial_cfg = rundir.read_config(runs / "s" / best.user_attrs["run"])
     assert cfg.net == trial_cfg.net and cfg.optimizer == trial_cfg.optimizer
 
 
@@ -236,7 +260,7 @@ def test_infeasible_trials_cost_no_training(data_dir, tmp_path, monkeypatch, cap
     for t in trials:
         assert t.state.name == "PRUNED" and t.user_attrs["params"] > 300
         assert t.user_attrs["infeasible"] == f"{t.user_attrs['params']:,} parameters > 300"
-        assert not t.intermediate_values
+        assert not t.intermediate_values and "pruner" in t.user_attrs  # every trial names one
     assert not list((runs / "space").glob("trial-*"))
     assert capsys.readouterr().out.count(": infeasible, not trained (") == 4
     assert (
@@ -258,27 +282,56 @@ def test_infeasible_trials_cost_no_training(data_dir, tmp_path, monkeypatch, cap
     assert text.count("| **infeasible** |") == 4 and "4 infeasible" in text
 
 
-def test_the_median_pruner_compares_no_epoch_before_prune_from(tmp_path):
-    from mnistlab.search.run import make_pruner
+def test_pruning_starts_after_the_schedule_warms_up(tmp_path):
+    """prune_from defaults to each trial's schedule: one-cycle, the epoch after its warm-up;
+    others, the epoch after the first third. An explicit value wins; the sink asks the
+    pruner nothing before it."""
+    from mnistlab.search.run import TrialSink, make_pruner
+    from mnistlab.search.space import prune_from
 
-    space = write_space(tmp_path)
-    space.write_text(space.read_text().replace("seed = 0", "seed = 0\nprune_from = 3"))
-    study = optuna.create_study(direction="maximize", pruner=make_pruner(load_space(space)))
+    text = write_space(tmp_path).read_text()
+
+    def space_with(search: str = "", experiment: str = ""):
+        path = tmp_path / "s.toml"
+        path.write_text(
+            text.replace("seed = 0", "seed = 0\n" + search).replace(
+                "test_batch_size = 100", "test_batch_size = 100\n" + experiment
+            )
+        )
+        return load_space(path)
+
+    onecycle = 'scheduler = { name = "onecycle", pct_start = 0.3 }'
+    for epochs, expected in ((15, 6), (10, 4), (12, 5), (2, 2)):
+        space = space_with(experiment=onecycle)
+        assert prune_from(space, {"epochs": epochs}) == expected, epochs
+    for schedule in ("step", "cosine", "none"):
+        space = space_with(experiment=f'scheduler = {{ name = "{schedule}" }}')
+        assert prune_from(space, {"epochs": 15}) == 6 and prune_from(space, {"epochs": 2}) == 2
+    assert prune_from(space_with("prune_from = 1", onecycle), {"epochs": 15}) == 1
+
+    space = space_with("prune_from = 3")
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(space))
     for _ in range(5):  # n_startup_trials: completed trials at 99% in every epoch
         trial = study.ask()
         for epoch in (1, 2, 3):
             trial.report(99.0, epoch)
         study.tell(trial, 99.0)
     slow = study.ask()
-    stopped = []
+    sink = TrialSink(slow, study._storage, epochs=4, first=prune_from(space, {}))
+    stopped, records = [], []
     for epoch in (1, 2, 3):
-        slow.report(90.0, epoch)  # far under the median from the first epoch on
-        stopped.append(slow.should_prune())
+        records.append({"epoch": epoch, "val_acc": 90.0})  # far under the median throughout
+        try:
+            sink.epoch(records, None)
+            stopped.append(False)
+        except optuna.TrialPruned:
+            stopped.append(True)
     assert stopped == [False, False, True]
 
 
-def test_bad_spaces_and_storages_are_one_line(data_dir, tmp_path, capsys):
+def test_bad_spaces_and_storages_are_one_line(data_dir, tmp_path, capsys, monkeypatch):
     space = write_space(tmp_path)
+    net = "[space.net]\nlayers = [[1], [1]]\n"
     cases = {
         "[space.net]\nlayers = [[1]]\nwidth = []\n": "space.net.width is an empty list",
         "[space.net]\nlayers = [[1]]\ndepth = [2]\n": "space.net.depth is not a knob",
@@ -288,13 +341,49 @@ def test_bad_spaces_and_storages_are_one_line(data_dir, tmp_path, capsys):
         "[search]\nsampler = 'nsga2'\n[space.net]\nlayers = [[1]]\n": "needs a second objective",
         "[experiment]\ntest = 'end'\n[space.net]\nlayers = [[1]]\n": "experiment.test is set",
         "[search]\nprune_from = 0\n[space.net]\nlayers = [[1]]\n": "prune_from must be >= 1",
+        # values no trial could train with: refused before a study exists
+        net + 'width = { low = 4, high = 8, step = "x" }\n': "space.net.width step must be",
+        net + "width = { low = 4, high = 8, step = 0 }\n": "space.net.width step must be",
+        net + "width = 0\n": "space.net.width must be whole numbers in [1,",
+        net + 'width = ["six"]\n': "space.net.width must be whole numbers",
+        "[space.net]\nlayers = [[0], [0]]\n": "space.net.layers[0] must be whole numbers",
+        "[space.net]\nlayers = [[1], [12]]\n": "space.net cannot build its corner",
+        net + '[space.recipe]\n"optimizer.lr" = { low = 0.01, high = 0.1, step = "x" }\n': (
+            "space.recipe.'optimizer.lr' step must be a number > 0"
+        ),
+        net + '[space.recipe]\n"optimizer.lr" = { low = 0.01, high = 0.1, log = "yes" }\n': (
+            "log must be true or false"
+        ),
+        "[search]\nval_size = 1000\n[experiment]\nlimit_train = 500\n" + net: (
+            "experiment.limit_train 500 leaves no image to train on"
+        ),
+        "[search]\nval_size = 100\n" + net + "[space.recipe]\nlimit_train = [80, 500]\n": (
+            "space.recipe.'limit_train' 80 leaves no image"
+        ),
+        # against the training data: 320 images here
+        "[search]\nval_size = 70000\n" + net: "search.val_size 70000 leaves no image to train on",
+        # what any experiment file is checked for
+        "[search\n": "not valid TOML",
+        b"\xff\xfe[search]\n": "not a text file (byte 0 is not UTF-8)",
+        b"\x00\x01\x02binary": "not valid TOML",
+        None: "not a regular file",  # a FIFO: read, it would block forever
     }
+    runs = tmp_path / "runs"
+    run = ["search", "run", "--trials", "1", "--runs", str(runs), "--data-dir", str(data_dir)]
     for text, message in cases.items():
         bad = tmp_path / "bad.toml"
-        bad.write_text(text)
-        assert main(["search", "run", str(bad), "--trials", "1", "--runs", str(tmp_path)]) == 1
+        bad.unlink(missing_ok=True)
+        if text is None:
+            os.mkfifo(bad)
+        elif isinstance(text, bytes):
+            bad.write_bytes(text)
+        else:
+            bad.write_text(text)
+        assert main([*run, str(bad)]) == 1, text
         err = capsys.readouterr().err
-        assert err.startswith("mnistlab: error: ") and err.count("\n") == 1 and message in err
+        assert err.startswith("mnistlab: error: ") and err.count("\n") == 1, err
+        assert message in err and str(bad) in err, err
+        assert not runs.exists(), text  # no study.db, no folder
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -306,101 +395,53 @@ def test_bad_spaces_and_storages_are_one_line(data_dir, tmp_path, capsys):
     assert err.count("\n") == 1 and "secret" not in err
     assert main(["search", "report", "--study", "x", "--storage", url, "--out", "r"]) == 1
     assert capsys.readouterr().err.count("\n") == 1
+    # Without psycopg (or with a bare postgresql:// URL, psycopg2), one line says what to
+    # install, rather than Optuna's "Failed to import DB access module".
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "psycopg", None)
+        m.setitem(sys.modules, "psycopg2", None)
+        for given in (url, url.replace("+psycopg", "")):
+            assert main([*run, "--storage", given]) == 1
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and "pip install 'mnistlab[postgres]'" in err, err
+            assert "Failed to import" not in err and "secret" not in err
     # Missing training images stop the search before a study or a trial exists.
-    runs = tmp_path / "runs"
     assert main([*run, "--runs", str(runs), "--data-dir", str(tmp_path / "none")]) == 1
     assert "train-images-idx3-ubyte: missing" in capsys.readouterr().err and not runs.exists()
-    assert load_space(ROOT / "searches/under-5k.toml").max_params == 5000
+    for committed in ("under-5k", "demo"):
+        assert load_space(ROOT / f"searches/{committed}.toml").max_params == 5000
 
 
 # ----------------------------------------------------------------------------- workers
 
 
-def two_workers(space: Path, runs: Path, data_dir: Path, storage: str | None) -> None:
-    extra = ["--storage", storage] if storage else []
+def test_two_workers_share_a_sqlite_study(data_dir, tmp_path):
+    space, runs = write_space(tmp_path), tmp_path / "runs"
     done = subprocess.run(
-        search_command(space, runs, data_dir, "--trials", "3", "--workers", "2", *extra),
+        search_command(space, runs, data_dir, "--trials", "3", "--workers", "2"),
         env=env(),
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.count("worker ") == 2  # each worker says where it works
-    storage = storage or f"sqlite:///{runs}/space/study.db"
-    trials = trials_of(storage, "space")
-    assert 3 <= len(trials) <= 4  # --trials N with W workers: N to N+W-1
-    assert all(t.state.is_finished() for t in trials)
+    starts = [line for line in done.stdout.splitlines() if line.startswith("worker ")]
+    assert len(starts) == 2  # each worker says where it works
+    study = study_of(f"sqlite:///{runs}/space/study.db", "space")
+    trials = study.get_trials(deepcopy=False)
+    assert 3 <= len(trials) <= 4  # --trials N with W workers: N, more if they ask at once
     check_no_trial_ran_twice(trials, runs / "space")
+    # Each worker process drew from a sampler seeded by its own host and pid.
+    seeds = {k: v["seed"] for k, v in study.user_attrs.items() if k.startswith("worker ")}
+    assert len(seeds) == 2 and len(set(seeds.values())) == 2
+    assert {f"worker {t.user_attrs['worker']}" for t in trials} <= set(seeds)
 
 
-def test_two_workers_share_a_sqlite_study(data_dir, tmp_path):
-    two_workers(write_space(tmp_path), tmp_path / "runs", data_dir, None)
-
-
-def find_server_program(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
-    return str(candidates[-1]) if candidates else None
-
-
-@pytest.fixture(scope="session")
-def postgres_url():
-    """A PostgreSQL server of its own on a free loopback port, for the session."""
-    initdb, pg_ctl = find_server_program("initdb"), find_server_program("pg_ctl")
-    missing = None if initdb and pg_ctl else "PostgreSQL's initdb and pg_ctl"
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        missing = "psycopg (pip install 'mnistlab[postgres]')"
-    if missing:
-        if os.environ.get("CI"):
-            pytest.fail(f"needs {missing}")
-        pytest.skip(f"needs {missing}")
-    folder = Path(tempfile.mkdtemp(prefix="mnistlab-pg-"))
-    as_owner: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses root: the server runs as postgres
-        shutil.chown(folder, "postgres")
-        as_owner = ["runuser", "-u", "postgres", "--"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    data = folder / "data"
-    subprocess.run(
-        [*as_owner, initdb, "-D", str(data), "-A", "trust", "-U", "postgres"],
-        check=True,
-        capture_output=True,
-    )
-    options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={folder}"
-    subprocess.run(
-        [
-            *as_owner,
-            pg_ctl,
-            "-D",
-            str(data),
-            "-o",
-            options + " -c fsync=off",
-            "-l",
-            str(folder / "log"),
-            "-w",
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(
-            [*as_owner, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True
-        )
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def test_two_workers_share_a_postgresql_study(data_dir, tmp_path, postgres_url):
-    two_workers(write_space(tmp_path), tmp_path / "runs", data_dir, postgres_url)
+def test_sampler_seeds_differ_by_host_and_process(tmp_path):
+    space = load_space(write_space(tmp_path))
+    seeds = {sampler_seed(space, w) for w in ("a:1", "b:1", "a:2", "b:2")}
+    assert len(seeds) == 4 and all(0 <= s < 2**32 for s in seeds)
+    assert sampler_seed(space, "a:1") == sampler_seed(space, "a:1")  # the space's seed holds
 
 
 def wait_for_first_epoch(run: Path, proc: subprocess.Popen) -> None:
@@ -412,39 +453,49 @@ def wait_for_first_epoch(run: Path, proc: subprocess.Popen) -> None:
 
 
 def test_ctrl_c_and_a_killed_worker_leave_a_study_that_completes(data_dir, tmp_path):
-    space, runs = write_space(tmp_path, epochs=20), tmp_path / "runs"
+    space, runs = write_space(tmp_path, epochs=10), tmp_path / "runs"
     storage = f"sqlite:///{runs}/space/study.db"
-    command = search_command(space, runs, data_dir, "--trials", "3", "--heartbeat", "1")
+    command = search_command(space, runs, data_dir, "--trials", "1", "--heartbeat", "1")
 
     def start() -> subprocess.Popen:
         return subprocess.Popen(
             command, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
 
-    # Ctrl-C mid-trial: the trial is recorded failed before the worker exits.
+    # Ctrl-C mid-trial: the trial is recorded failed, with why, before the worker exits.
     worker = start()
     wait_for_first_epoch(runs / "space/trial-0", worker)
     worker.send_signal(signal.SIGINT)
     _, err = worker.communicate(timeout=60)
     assert worker.returncode == 130 and err.strip().endswith("mnistlab: interrupted")
-    assert [t.state.name for t in trials_of(storage, "space")] == ["FAIL"]
+    (trial,) = trials_of(storage, "space")
+    assert trial.state.name == "FAIL" and trial.user_attrs["error"] == "interrupted (Ctrl-C)"
 
     # SIGKILL mid-trial: nothing is recorded; the trial's heartbeat stops.
-    worker = start()
+    worker = start()  # the interrupted trial does not count toward --trials: another starts
     wait_for_first_epoch(runs / "space/trial-1", worker)
     worker.kill()
     worker.wait()
     assert [t.state.name for t in trials_of(storage, "space")] == ["FAIL", "RUNNING"]
-    time.sleep(3.5)  # 3 missed heartbeats of 1 s
+    assert (runs / "space/trial-1" / rundir.CHECKPOINT).exists()
 
-    # A restarted worker fails the stale trial and completes the study.
+    # A restarted worker fails the stale trial (it counts for nothing either), tidies its
+    # run directory on this host, and completes the study.
     worker = start()
     out, err = worker.communicate(timeout=120)
     assert worker.returncode == 0, err
+    assert "trial 1: failed, lost with its worker (no heartbeat for 3 s" in out
     trials = trials_of(storage, "space")
     assert [t.state.name for t in trials] == ["FAIL", "FAIL", "COMPLETE"]
-    assert rundir.read_metrics(runs / "space/trial-2")[-1]["epoch"] == 20
+    assert [bool(t.user_attrs.get("lost")) for t in trials] == [True, True, False]
+    assert rundir.read_metrics(runs / "space/trial-2")[-1]["epoch"] == 10
     assert not rundir.read_run(runs / "space/trial-1").finished
+    check_no_trial_ran_twice(trials, runs / "space")
+    # The report counts them apart and says why each failed.
+    rows = [trial_row(t) for t in trials]
+    assert "2 failed (2 lost with their worker)" in counts_text(rows, load_space(space))
+    table = trials_table(rows)
+    assert "interrupted (Ctrl-C)" in table and "no heartbeat for 3 s from worker " in table
 
 
 # ----------------------------------------------------------------------------- the dashboard

@@ -681,8 +681,9 @@ def run_search(
     device: str | None = None,
     data_dir: str | Path | None = None,
 ) -> Path:
-    """Run (or continue) an architecture search on Optuna until its study holds `trials`
-    trials (any state); returns the study's folder, RUNS/STUDY (trial-N run directories, and
+    """Run (or continue) an architecture search on Optuna until `trials` of its trials count
+    (complete, pruned, infeasible, or failed by their own error; a trial lost with its worker
+    is replaced); returns the study's folder, RUNS/STUDY (trial-N run directories, and
     study.db unless `storage` names another database).
 
     `space`: a search-space TOML file (see searches/); `workers` local worker processes,

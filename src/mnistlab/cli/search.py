@@ -24,7 +24,11 @@ def add_commands(sub, command: Command) -> None:
     )
     p.add_argument("space", metavar="SPACE", help="search space TOML file (see searches/)")
     p.add_argument(
-        "--trials", type=positive, required=True, help="total trials of the study, any state"
+        "--trials",
+        type=positive,
+        required=True,
+        help="trials of the study to reach, across all workers: complete, pruned, infeasible "
+        "or failed by their own error (a trial lost with its worker is replaced)",
     )
     p.add_argument("--workers", type=positive, default=1, help="worker processes on this machine")
     p.add_argument("--study", default=None, help="study name (default: the space file's stem)")
@@ -53,7 +57,8 @@ def add_commands(sub, command: Command) -> None:
         type=positive,
         default=30,
         metavar="S",
-        help="running trials beat every S seconds; one silent for 3 beats is failed",
+        help="running trials beat every S seconds; one silent for 3 of its own beats is "
+        "failed and replaced",
     )
     p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     add_device(p)

@@ -2,9 +2,11 @@
 experiment files for `mnistlab confirm`.
 
 The report holds the best trials, every trial with its state (infeasible trials, pruned before
-training because their network broke a constraint, are marked as such), validation accuracy
-against parameters with the Pareto front, the optimization history and the parameter
-importances. Figures are bare matplotlib Figures (no pyplot), as in report.py.
+training because their network broke a constraint, are marked as such; failed trials with
+their reason), validation accuracy against parameters with the Pareto front, the optimization
+history and the parameter importances. Figures are bare matplotlib Figures (no pyplot), as in
+report.py. counts.md, beside README.md, holds the study's counts by state and pruner in one
+paragraph, for pages that quote them.
 """
 
 import warnings
@@ -69,9 +71,28 @@ def trial_row(trial) -> dict[str, Any]:
         "macs": attrs.get("macs"),
         "rf": attrs.get("rf"),
         "run": attrs.get("run", ""),
-        "note": attrs.get("infeasible") or attrs.get("error") or "",
+        "pruner": attrs.get("pruner"),
+        "lost": state == "FAIL" and bool(attrs.get("lost")),
+        # why a trial was not trained, or failed (a trial that ended well keeps no reason)
+        "note": attrs.get("infeasible") or (attrs.get("error") if state == "FAIL" else "") or "",
         "knobs": dict(trial.params),
     }
+
+
+def last_span(rows: list[dict[str, Any]]) -> int:
+    """How many last epochs the completed trials' objective averages: LAST_N, or fewer when
+    every completed trial ran fewer (2-epoch trials: 2); 0 when they differ below LAST_N."""
+    spans = {min(LAST_N, r["epochs"] or LAST_N) for r in ranked(rows)} or {LAST_N}
+    return spans.pop() if len(spans) == 1 else 0
+
+
+def last_epochs(rows: list[dict[str, Any]], short: bool = False) -> str:
+    """ "last 3 epochs" as the completed trials' own epochs make it: "last 2 epochs" when each
+    ran 2; where some ran fewer than 3, the long form says a trial of fewer takes all its own."""
+    n = last_span(rows)
+    if n == 0:
+        return f"last {LAST_N} epochs" + ("" if short else " (all of a trial's, if it ran fewer)")
+    return "last epoch" if n == 1 else f"last {n} epochs"
 
 
 def ranked(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -108,9 +129,9 @@ def _knobs(knobs: dict[str, Any]) -> str:
     return ", ".join(f"{k}={show(v)}" for k, v in knobs.items())
 
 
-def trials_table(rows: list[dict[str, Any]]) -> str:
+def trials_table(rows: list[dict[str, Any]], objective: str = "val. last 3 (%)") -> str:
     lines = [
-        f"| trial | state | val. last {LAST_N} (%) | last val. (%) | epochs | params | MACs | RF "
+        f"| trial | state | {objective} | last val. (%) | epochs | params | MACs | RF "
         "| parameters | note |",
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
@@ -132,6 +153,49 @@ def state_counts(rows: list[dict[str, Any]]) -> str:
     return ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
 
 
+def _of(n: int, what: str) -> str:
+    return f"{n:,} {what}" + ("" if n == 1 or what.endswith("ed") else "s")
+
+
+def counts_text(rows: list[dict[str, Any]], space: Space) -> str:
+    """The study's trials counted by state, and the trained ones by the pruner they ran
+    under (a trial that names none ran under the pruner the study was started with)."""
+    by_state: dict[str, int] = {}
+    for r in rows:
+        by_state[r["state"]] = by_state.get(r["state"], 0) + 1
+    trained = [r for r in rows if r["state"] in ("COMPLETE", "PRUNED")]
+    parts = [
+        f"{_of(len(trained), 'trained')} ({by_state.get('COMPLETE', 0):,} to their last epoch, "
+        f"{by_state.get('PRUNED', 0):,} pruned)"
+    ]
+    if by_state.get("INFEASIBLE"):
+        parts.append(f"{by_state['INFEASIBLE']:,} infeasible (not trained)")
+    failed = [r for r in rows if r["state"] == "FAIL"]
+    if failed:
+        lost = sum(r["lost"] for r in failed)
+        parts.append(
+            f"{len(failed):,} failed" + (f" ({lost:,} lost with their worker)" * bool(lost))
+        )
+    for state in ("RUNNING", "WAITING"):
+        if by_state.get(state):
+            parts.append(f"{by_state[state]:,} {state.lower()}")
+    text = f"{_of(len(rows), 'trial')} in all: {', '.join(parts)}."
+    pruners: dict[str, list[dict[str, Any]]] = {}
+    for r in trained:
+        pruners.setdefault(r["pruner"] or space.pruner, []).append(r)
+    if pruners:
+        text += (
+            " By the pruner each ran under: "
+            + "; ".join(
+                f"{len(group):,} under {name} ({sum(r['state'] == 'PRUNED' for r in group):,} "
+                "pruned)"
+                for name, group in pruners.items()
+            )
+            + "."
+        )
+    return text
+
+
 def constraints_text(space: Space) -> str:
     parts = [f"at most {space.max_params:,} parameters"] if space.max_params else []
     parts += [f"at most {space.max_macs:,} MACs"] if space.max_macs else []
@@ -149,7 +213,9 @@ def _bottom_marks(ax, xs: list[float], label: str) -> None:
         ax.scatter(xs, [0.02] * len(xs), marker="x", color="C3", transform=marks, label=label)
 
 
-def pareto_figure(rows: list[dict[str, Any]], space: Space) -> Figure:
+def pareto_figure(
+    rows: list[dict[str, Any]], space: Space, last: str = f"last {LAST_N} epochs"
+) -> Figure:
     fig = new_figure(FIGSIZE)
     ax = fig.add_subplot()
     done = ranked(rows)
@@ -182,7 +248,7 @@ def pareto_figure(rows: list[dict[str, Any]], space: Space) -> Figure:
     if space.max_params:
         ax.axvline(space.max_params, color="C3", linestyle="--", label="parameter budget")
     ax.set_xlabel("parameters")
-    ax.set_ylabel(f"validation accuracy, mean of last {LAST_N} epochs (%)")
+    ax.set_ylabel(f"validation accuracy, mean of {last} (%)")
     ax.set_title("Validation accuracy against parameters")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
@@ -302,23 +368,30 @@ def write_search_report(
             f"so there is no best trial to export; run more trials or drop {arg('export_best')}"
         )
     figures = FigureWriter(out / "figures")
-    files: dict[Path, bytes] = {}
+    counts = counts_text(rows, space)
+    files: dict[Path, bytes] = {out / "counts.md": (counts + "\n").encode()}
+    column = f"val. last {last_span(rows) or LAST_N} (%)"
     with matplotlib.style.context("default"):
         lines = [
             f"# Search: {study_name}",
             "",
-            f"{len(rows)} trials: {state_counts(rows) or 'none yet'}. The objective is the mean "
-            f"validation accuracy of a trial's last {LAST_N} epochs on {space.val_size:,} images "
-            "held out of the training set; the test set was never read. Infeasible trials broke "
-            f"a constraint ({constraints_text(space)}) and were not trained.",
+            f"{counts} The objective is the mean validation accuracy of a trial's "
+            f"{last_epochs(rows)} on {space.val_size:,} images held out of the training set; "
+            "the test set was never read. Infeasible trials broke a constraint "
+            f"({constraints_text(space)}) and were not trained; failed trials say why in their "
+            "note.",
             "",
             f"## Best trials (up to {BEST_SHOWN})",
             "",
-            trials_table(best[:BEST_SHOWN]) if best else "No trial has completed yet.",
+            trials_table(best[:BEST_SHOWN], column) if best else "No trial has completed yet.",
             "",
             "## Validation accuracy against parameters",
             "",
-            figures.write(pareto_figure(rows, space), "pareto", "Accuracy against parameters"),
+            figures.write(
+                pareto_figure(rows, space, last_epochs(rows, short=True)),
+                "pareto",
+                "Accuracy against parameters",
+            ),
             "",
             "Pareto front (no other completed trial is both smaller and more accurate): "
             + (", ".join(f"trial {r['number']}" for r in pareto_front(rows)) or "none")
@@ -336,7 +409,8 @@ def write_search_report(
             lines += [figures.write(importance_figure(values), "importances", "Importances")]
         else:
             lines += [f"Not computed: {values or 'no parameters to compare'}."]
-        lines += ["", "## All trials", "", trials_table(sorted(rows, key=lambda r: r["number"]))]
+        everything = sorted(rows, key=lambda r: r["number"])
+        lines += ["", "## All trials", "", trials_table(everything, column)]
         if export_best:
             lines += ["", "## Exported experiments", ""]
             if len(best) < export_best:
@@ -346,15 +420,17 @@ def write_search_report(
                     "",
                 ]
             by_number = {t.number: t for t in trials}
+            exported = []
             for row in best[:export_best]:
                 data = best_experiment(space, study_name, by_number[row["number"]], row)
                 path = out / "experiments" / f"{data['name']}.toml"
                 files[path] = dumps_toml(data).encode()
+                exported.append(path)
                 lines.append(f"- [{path.name}](experiments/{path.name}): trial {row['number']}")
             lines += [
                 "",
                 "Check them on the test set: `mnistlab confirm "
-                + " ".join(f"{out.as_posix()}/experiments/{p.name}" for p in files)
+                + " ".join(f"{out.as_posix()}/experiments/{p.name}" for p in exported)
                 + "`.",
             ]
     path = out / "README.md"

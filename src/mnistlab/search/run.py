@@ -1,27 +1,45 @@
 """`mnistlab search run`: an architecture search on Optuna under a parameter budget.
 
-Each trial draws a network of the GAP family and a recipe from a search space
-(searchspace.py), checks the constraints on the built network (an infeasible trial is pruned
-with the user attribute "infeasible" before any data is read), and trains through the trainer
-into an ordinary run directory, <runs>/<study>/trial-<N>. The objective is the mean
-validation accuracy of the last 3 epochs on images held out of the training set; trials are
-configured test = "never", so the test set is never read. A second objective (parameters or
-MACs) makes the search multi-objective (a Pareto front).
+Each trial draws a network of the GAP family and a recipe from a search space (space.py),
+checks the constraints on the built network (an infeasible trial is pruned with the user
+attribute "infeasible" before any data is read), and trains through the trainer into an
+ordinary run directory, <runs>/<study>/trial-<N>. The objective is the mean validation
+accuracy of the last 3 epochs (all of them, for a trial of fewer) on images held out of the
+training set; trials are configured test = "never", so the test set is never read. A second
+objective (parameters or MACs) makes the search multi-objective (a Pareto front).
 
 Workers share one study through its storage: a SQLite file beside the runs by default, or any
 SQLAlchemy URL (PostgreSQL for several machines). A new SQLite file is made whole or not at
-all (built under a temporary name, renamed once the study is recorded), and the runs folder
-is checked before anything is created or any worker starts. `--trials N` caps the study's
-total across workers: a worker asks for a trial only while fewer than N exist, so W workers
-end with N to N+W-1. A worker killed mid-trial stops its heartbeat; the next worker that asks
-for a trial marks it failed. Ctrl-C marks the running trial failed before the worker exits.
+all (built under a temporary name, renamed once the study is recorded), and the space, the
+training data and the runs folder are checked before anything is created or a worker starts.
+
+`--trials N` counts the trials that reached an outcome: complete, pruned (infeasible too) or
+failed by their own error. A trial lost with its worker (killed, paused past its heartbeat,
+Ctrl-C) is failed with the user attribute "lost" and does not count: another takes its place.
+A worker starts a trial only while the ended and running trials number fewer than N, and
+waits for running trials rather than exit while they could still leave the study short, so
+the study ends with N (a few more when workers ask at the same moment). Running trials beat
+every `--heartbeat` seconds; a worker fails a trial silent for 3 of its beats (the beat it
+recorded, so workers with different heartbeats judge each other right). A worker whose trial
+was failed meanwhile (it was paused) says so in one line, drops the trial's run and goes on.
+
+Each trial records its worker ("host:pid", and "host"), heartbeat, pruner and run directory
+(relative to the study's folder, <runs>/<study>, on that host); each worker records its
+sampler's seed in the study ("worker HOST:PID"), drawn from the space's seed, the host and
+the process, so that no two workers, on one machine or several, draw the same trials.
 """
 
+import contextlib
+import datetime
+import gzip
+import hashlib
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -39,6 +57,7 @@ from mnistlab.search.space import (
     infeasible,
     load_space,
     measure,
+    prune_from,
     same_search,
     suggest,
     trial_config,
@@ -57,6 +76,8 @@ def optuna_module():
         ) from None
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the worker prints one line a trial
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # Workers ask and tell under a heartbeat of their own (run_one), not Study.optimize's.
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
     return optuna
 
 
@@ -83,10 +104,37 @@ def shown_url(url: str) -> str:
         return url.split("@")[-1]
 
 
+def missing_module(e: BaseException) -> ImportError | None:
+    """The innermost ImportError behind `e`, if any: Optuna wraps a missing database driver
+    in its own "Failed to import DB access module", which names no module."""
+    found, seen = None, set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        found = e if isinstance(e, ImportError) else found
+        e = e.__cause__ or e.__context__
+    return found
+
+
 def storage_error(url: str, e: BaseException) -> MnistlabError:
+    missing = missing_module(e)
+    if missing is not None:
+        name = (missing.name or "").split(".")[0]
+        said = str(missing).strip().splitlines()[0] if str(missing).strip() else "not found"
+        if name == "psycopg2":  # SQLAlchemy's default for a bare postgresql:// URL
+            return MnistlabError(
+                f"storage {shown_url(url)}: needs psycopg2, which is not installed; use a "
+                "postgresql+psycopg:// URL and pip install 'mnistlab[postgres]'"
+            )
+        if name == "psycopg" or url.startswith("postgresql"):
+            return MnistlabError(
+                f"storage {shown_url(url)}: cannot load the PostgreSQL driver psycopg ({said}); "
+                "pip install 'mnistlab[postgres]'"
+            )
+        return MnistlabError(
+            f"storage {shown_url(url)}: cannot load its database driver ({said}); install it, "
+            "or use a sqlite:/// or postgresql+psycopg:// URL"
+        )
     reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    if isinstance(e, ModuleNotFoundError) and "psycopg" in str(e):
-        reason += "; pip install 'mnistlab[postgres]'"
     return MnistlabError(
         f"storage {shown_url(url)}: cannot be used ({reason}); check the URL, the server and "
         "the network"
@@ -193,12 +241,26 @@ def create_study_file(space: Space, study: str, url: str, file: Path) -> None:
             remove_dirs(created)
 
 
-def make_sampler(space: Space, worker: int, done: int = 0):
-    """The space's sampler; seeded, each worker (and each restart, by the trials `done`
-    before it) draws its own sequence, so no two draw the same trials."""
+BEATS = 3  # a running trial silent for this many of its own heartbeats is failed
+POLL = 1.0  # seconds between looks at the study while a worker waits for running trials
+
+
+def worker_id() -> str:
+    """This worker process as the study records it: host:pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def sampler_seed(space: Space, worker: str) -> int:
+    """The seed of a worker's sampler: the space's seed (a random one where it sets none)
+    mixed with the worker's host and process, so that workers started together on several
+    machines, or restarted, never draw the same sequence. The study records it (see work)."""
+    base = space.seed if space.seed is not None else secrets.randbits(32)
+    digest = hashlib.sha256(f"{base} {worker}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % (SEED_MAX + 1)  # numpy takes 32-bit seeds
+
+
+def make_sampler(space: Space, seed: int | None = None):
     optuna = optuna_module()
-    # numpy takes 32-bit seeds: a large seed and many trials wrap around
-    seed = None if space.seed is None else (space.seed + 1000 * done + worker) % (SEED_MAX + 1)
     if space.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     # constant_liar: a running trial counts as a poor one, so parallel workers spread out.
@@ -211,19 +273,19 @@ def make_pruner(space: Space):
         return optuna.pruners.NopPruner()
     if space.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1)
-    # Epochs before prune_from are never compared: a one-cycle schedule's warm-up ranks how
-    # fast a trial starts, not where it ends (1 stopped most of under-5k's trials there).
-    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=space.prune_from)
+    # No warm-up steps here: each trial's first epoch to judge (space.prune_from) depends on
+    # its own schedule, and TrialSink asks the pruner nothing before it.
+    return optuna.pruners.MedianPruner(n_startup_trials=5)
 
 
-def open_study(space: Space, name: str, storage, worker: int = 0, create: bool = True):
+def open_study(space: Space, name: str, storage, create: bool = True, sampler=None):
     """The study, created with the space's record on first use; a study made from another
     space is refused."""
     optuna = optuna_module()
     kwargs = dict(
         study_name=name,
         storage=storage,
-        sampler=make_sampler(space, worker),
+        sampler=sampler or make_sampler(space),
         pruner=make_pruner(space),
     )
     if create:
@@ -245,17 +307,32 @@ def open_study(space: Space, name: str, storage, worker: int = 0, create: bool =
 # ----------------------------------------------------------------------------- a trial
 
 
-class PruneSink:
-    """Reports each epoch's validation accuracy to the trial; raises TrialPruned to stop it
-    (never after the last epoch: a trained trial keeps its result)."""
+class TrialLost(Exception):
+    """Another worker failed this worker's running trial (it was paused or cut off past its
+    heartbeat): the trial is over in the study, whatever this worker makes of it."""
 
-    def __init__(self, trial, epochs: int) -> None:
-        self.trial, self.epochs = trial, epochs
+
+def trial_state(storage, trial) -> str:
+    return storage.get_trial(trial._trial_id).state.name
+
+
+class TrialSink:
+    """After each epoch: stop if the trial is no longer running in the study (failed by
+    another worker meanwhile); with a pruner, report the validation accuracy and, from
+    epoch `first` on, let the pruner stop the trial (never after the last epoch: a trained
+    trial keeps its result)."""
+
+    def __init__(self, trial, storage, epochs: int, first: int | None) -> None:
+        self.trial, self.storage, self.epochs, self.first = trial, storage, epochs, first
 
     def epoch(self, records: list[dict], parts) -> None:
+        if trial_state(self.storage, self.trial) != "RUNNING":
+            raise TrialLost
+        if self.first is None:
+            return
         record = records[-1]
         self.trial.report(record["val_acc"], record["epoch"])
-        if record["epoch"] < self.epochs and self.trial.should_prune():
+        if self.first <= record["epoch"] < self.epochs and self.trial.should_prune():
             raise optuna_module().TrialPruned(f"pruned after epoch {record['epoch']}")
 
     def close(self) -> None:
@@ -267,19 +344,39 @@ def last_mean(records: list[dict], key: str = "val_acc") -> float:
     return sum(last) / len(last)
 
 
-def end_trial(out: Path, trial) -> None:
+def end_trial(out: Path, study: str, number: int) -> None:
     """Name the study in run.json; drop the checkpoint, as no trial is ever run again (a
     pruned trial keeps its metrics, not its weights)."""
-    rundir.update_info(out, search={"study": trial.study.study_name, "trial": trial.number})
+    rundir.update_info(out, search={"study": study, "trial": number})
     rundir.drop_checkpoint(out)
 
 
-def run_trial(trial, space: Space, runs: Path, device, data_dir) -> float | tuple[float, float]:
-    """The objective: check the network, then train it into runs/trial-<N>."""
+def drop_failed_run(out: Path, study: str, number: int, reason: str) -> None:
+    """A failed trial's run directory keeps its config, its metrics and run.json, which names
+    the study, the trial and why it failed; not its checkpoint (no trial is run again) nor
+    its model (a failed trial has no result, even one that trained to its last epoch before
+    another worker failed it). run.json changes first, so no reader sees a finished run
+    without its model."""
+    if not (out / rundir.RUN_INFO).is_file():
+        return  # never started, or removed again by the trainer
+    search = {"study": study, "trial": number, "failed": reason}
+    rundir.update_info(out, finished=False, search=search)
+    rundir.drop_checkpoint(out)
+    for name in (rundir.MODEL, rundir.PREDICTIONS):
+        (out / name).unlink(missing_ok=True)
+
+
+def run_trial(
+    trial, space: Space, folder: Path, device, data_dir, storage
+) -> float | tuple[float, float]:
+    """The objective: check the network, then train it into folder/trial-<N>."""
     from mnistlab.training.trainer import train_run
 
     optuna = optuna_module()
     net, recipe = suggest(trial, space)
+    pruning = space.objective2 == "none" and space.pruner != "none"
+    first = prune_from(space, recipe) if pruning else None
+    trial.set_user_attr("pruner", f"{space.pruner} from epoch {first}" if pruning else "none")
     stats = measure(net)
     for key in ("params", "macs", "rf"):
         if key in stats:
@@ -289,23 +386,16 @@ def run_trial(trial, space: Space, runs: Path, device, data_dir) -> float | tupl
         trial.set_user_attr("infeasible", reason)
         raise optuna.TrialPruned(f"infeasible: {reason}")
     name = f"trial-{trial.number}"
-    out = Path(runs) / name
-    trial.set_user_attr("run", out.as_posix())
+    out = folder / name
+    trial.set_user_attr("run", name)  # relative to the study's folder, on the trial's host
     cfg = trial_config(space, name, net, recipe)
-    sinks = (PruneSink(trial, cfg.epochs),) if space.objective2 == "none" else ()
-    pruner = space.pruner if sinks else "none"
-    if pruner == "median":
-        pruner += f" from epoch {space.prune_from}"
-    trial.set_user_attr("pruner", pruner)
+    sink = TrialSink(trial, storage, cfg.epochs, first)
     try:
-        records = train_run(cfg, out, device, data_dir, console=False, sinks=sinks)
+        records = train_run(cfg, out, device, data_dir, console=False, sinks=[sink])
     except optuna.TrialPruned:
-        end_trial(out, trial)
+        end_trial(out, trial.study.study_name, trial.number)
         raise
-    except MnistlabError as e:
-        trial.set_user_attr("error", str(e))
-        raise
-    end_trial(out, trial)
+    end_trial(out, trial.study.study_name, trial.number)
     value = last_mean(records)
     trial.set_user_attr("epochs", len(records))
     return value if space.objective2 == "none" else (value, float(stats[space.objective2]))
@@ -318,7 +408,14 @@ def state_name(trial) -> str:
     return trial.state.name
 
 
-def trial_line(study, trial) -> str:
+def counts(trial) -> bool:
+    """Whether a trial counts toward --trials: it reached an outcome (complete, pruned,
+    infeasible, or failed by its own error), rather than being lost with its worker."""
+    state = trial.state.name
+    return state in ("COMPLETE", "PRUNED") or (state == "FAIL" and not trial.user_attrs.get("lost"))
+
+
+def trial_line(trial) -> str:
     state = state_name(trial)
     attrs = trial.user_attrs
     size = f"{attrs['params']:,} params" if "params" in attrs else "not built"
@@ -339,16 +436,175 @@ def trial_line(study, trial) -> str:
 # ----------------------------------------------------------------------------- workers
 
 
-def count_trials(study) -> int:
-    return len(study.get_trials(deepcopy=False))
+class Heartbeat:
+    """A running trial's heartbeat: one beat now, then one every `interval` seconds from a
+    thread of its own until the block ends."""
+
+    def __init__(self, storage, trial, interval: int) -> None:
+        self.storage, self.trial_id, self.interval = storage, trial._trial_id, interval
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.beat, daemon=True)
+
+    def beat(self) -> None:
+        while not self.stop.wait(self.interval):
+            with contextlib.suppress(Exception):  # a dropped connection: the next beat retries
+                self.storage.record_heartbeat(self.trial_id)
+
+    def __enter__(self) -> "Heartbeat":
+        self.storage.record_heartbeat(self.trial_id)  # a trial with no beat is never failed
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def fail_stale(study, storage, heartbeat: int, folder: Path, worker: str) -> None:
+    """Fail the running trials silent for BEATS of their own heartbeats (a killed, paused or
+    cut-off worker's), each with the reason in "error" and "lost" set, so that it does not
+    count toward --trials. A failed trial's run directory on this host is tidied as its own
+    worker would have, unless a process still holds it (a paused worker tidies it itself).
+
+    Each trial's own heartbeat, not this worker's, sets its grace: a worker beating every
+    second must not fail the trial of one that beats every 30."""
+    optuna = optuna_module()
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    if not running:
+        return
+    beats = {t._trial_id: max(heartbeat, t.user_attrs.get("heartbeat", heartbeat)) for t in running}
+    stale: set[int] = set()
+    try:
+        for beat in sorted(set(beats.values())):
+            storage.grace_period = BEATS * beat
+            stale |= {i for i in storage._get_stale_trial_ids(study._study_id) if beats[i] == beat}
+    finally:
+        storage.grace_period = BEATS * heartbeat
+    for trial in running:
+        if trial._trial_id not in stale:
+            continue
+        silent = BEATS * beats[trial._trial_id]
+        owner = trial.user_attrs.get("worker", "unknown")
+        reason = f"no heartbeat for {silent} s from worker {owner}; failed by worker {worker}"
+        try:
+            storage.set_trial_user_attr(trial._trial_id, "error", reason)
+            storage.set_trial_user_attr(trial._trial_id, "lost", True)
+            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # it ended meanwhile
+        print(f"trial {trial.number}: failed, lost with its worker ({reason})", flush=True)
+        run = trial.user_attrs.get("run")
+        if run and trial.user_attrs.get("host") == socket.gethostname():
+            try:
+                with rundir.locked(folder / run):
+                    drop_failed_run(folder / run, study.study_name, trial.number, reason)
+            except (MnistlabError, OSError):
+                pass  # held by its paused worker, which tidies it on waking; or not here
+
+
+def tell(study, storage, trial, state, values) -> bool:
+    """Record the trial's end; False if another worker failed it first."""
+    optuna = optuna_module()
+    try:
+        study.tell(trial, values, state=state)
+    except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+        if trial_state(storage, trial) == "RUNNING":
+            raise
+        return False
+    return True
+
+
+def give_up(study, storage, trial, out: Path, reason: str) -> None:
+    """Fail a trial this worker cannot finish (Ctrl-C, an unexpected error) before the
+    exception goes on: "lost" when the trial itself is not to blame."""
+    optuna = optuna_module()
+    try:
+        trial.set_user_attr("error", reason)
+        if reason.startswith("interrupted"):
+            trial.set_user_attr("lost", True)
+        tell(study, storage, trial, optuna.trial.TrialState.FAIL, None)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass  # another worker failed it already
+    drop_failed_run(out, study.study_name, trial.number, reason)
+
+
+def attempt(study, storage, trial, space: Space, folder: Path, device, data_dir) -> tuple[Any, Any]:
+    """Run the trial: its end state and values, with a trial's own error ("error") a FAIL.
+    Ctrl-C and unexpected errors fail it and go on up; TrialLost and UpdateFinishedTrialError
+    (another worker failed it) go on up."""
+    optuna = optuna_module()
+    states = optuna.trial.TrialState
+    out = folder / f"trial-{trial.number}"
+    try:
+        return states.COMPLETE, run_trial(trial, space, folder, device, data_dir, storage)
+    except optuna.TrialPruned:
+        return states.PRUNED, None
+    except (TrialLost, optuna.exceptions.UpdateFinishedTrialError):
+        raise
+    except MnistlabError as e:
+        trial.set_user_attr("error", str(e))
+        return states.FAIL, None
+    except KeyboardInterrupt:
+        give_up(study, storage, trial, out, "interrupted (Ctrl-C)")
+        raise
+    except Exception as e:  # a bug: the trial fails, and the traceback says where
+        give_up(study, storage, trial, out, f"{type(e).__name__}: {e}".splitlines()[0])
+        raise
+
+
+def run_one(
+    study, storage, space: Space, folder: Path, device, data_dir, heartbeat: int, worker: str
+) -> None:
+    """Ask for a trial, run it under its heartbeat, and tell the study how it ended."""
+    optuna = optuna_module()
+    trial = study.ask()
+    out = folder / f"trial-{trial.number}"
+    try:
+        with Heartbeat(storage, trial, heartbeat):
+            for key, value in (
+                ("worker", worker),
+                ("host", socket.gethostname()),
+                ("heartbeat", heartbeat),  # other workers judge its silence by it
+            ):
+                trial.set_user_attr(key, value)
+            state, values = attempt(study, storage, trial, space, folder, device, data_dir)
+        if state == optuna.trial.TrialState.FAIL:
+            drop_failed_run(out, study.study_name, trial.number, trial.user_attrs["error"])
+        told = tell(study, storage, trial, state, values)
+    except (TrialLost, optuna.exceptions.UpdateFinishedTrialError):
+        told = False
+    if not told:
+        reason = storage.get_trial(trial._trial_id).user_attrs.get("error", "no reason given")
+        drop_failed_run(out, study.study_name, trial.number, reason)
+        print(
+            f"trial {trial.number}: failed by another worker while this one ran it ({reason}); "
+            "its run here is dropped, going on",
+            flush=True,
+        )
+        return
+    print(trial_line(storage.get_trial(trial._trial_id)), flush=True)
 
 
 def check_training_data(space: Space, data_dir) -> None:
     """The training split's files must be there before a worker asks for trials (else every
-    trial would fail); only their presence is checked, nothing is read."""
-    from mnistlab.data.datasets import get_spec, split_paths
+    trial would fail), and hold more images than val_size; only the image file's header is
+    read."""
+    from mnistlab.data.datasets import IMAGES_MAGIC, get_spec, split_paths
 
-    split_paths(get_spec(space.experiment.get("dataset", "mnist")), True, data_dir)
+    images = split_paths(get_spec(space.experiment.get("dataset", "mnist")), True, data_dir)[0]
+    try:
+        with (gzip.open if images.suffix == ".gz" else open)(images, "rb") as f:
+            header = f.read(8)
+    except OSError:
+        return  # the trainer says what is wrong with the file
+    if len(header) < 8 or int.from_bytes(header[:4], "big") != IMAGES_MAGIC:
+        return
+    count = int.from_bytes(header[4:], "big")
+    if space.val_size >= count:
+        raise MnistlabError(
+            f"{space.path}: search.val_size {space.val_size} leaves no image to train on: "
+            f"{images} holds {count:,}; lower val_size"
+        )
 
 
 def work(
@@ -361,38 +617,88 @@ def work(
     device,
     data_dir,
     heartbeat: int,
-    worker: int = 0,
+    worker_index: int = 0,
 ) -> int:
-    """One worker: trials until the study holds `trials` of any state (or the timeout)."""
+    """One worker: trials until `trials` of the study count (see counts), then wait for the
+    trials still running, at most one grace period, so that none outlives every worker."""
     optuna = optuna_module()
     import sqlalchemy.exc
 
     storage = open_storage(storage_url, heartbeat)
+    folder = runs / study_name
+    worker = worker_id()
+    seed = sampler_seed(space, worker)
     try:
-        study = open_study(space, study_name, storage, worker)
-        optuna.storages.fail_stale_trials(study)  # a killed worker's trial, if its time is up
-        done = count_trials(study)
-        if done == 0 and any((runs / study_name).glob("trial-*")):
-            raise earlier_trials(runs / study_name)
-        if done >= trials:
-            print(f"study {study_name!r} holds {done} trials; nothing to do")
-            return 0
-        study.sampler = make_sampler(space, worker, done)
-
-        def report(study, trial) -> None:
-            print(trial_line(study, trial), flush=True)
-
-        # MaxTrialsCallback counts every state after each trial; the check above covers a
-        # study that is already full when the worker starts.
-        study.optimize(
-            lambda trial: run_trial(trial, space, runs / study_name, device, data_dir),
-            timeout=timeout,
-            catch=(MnistlabError,),
-            callbacks=[optuna.study.MaxTrialsCallback(trials, states=None), report],
+        study = open_study(space, study_name, storage, sampler=make_sampler(space, seed))
+        if not study.get_trials(deepcopy=False) and any(folder.glob("trial-*")):
+            raise earlier_trials(folder)
+        started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        record = {"sampler": space.sampler, "seed": seed, "heartbeat": heartbeat}
+        study.set_user_attr(f"worker {worker}", {**record, "started": started})
+        threads = torch_threads()
+        print(
+            f"worker {worker_index} ({worker}): study {study_name!r} at {shown_url(storage_url)}, "
+            f"{threads} thread{'s' if threads != 1 else ''}, sampler seed {seed}, "
+            f"runs in {folder}",
+            flush=True,
         )
+        deadline = None if timeout is None else time.monotonic() + timeout
+        waiting, full_since, first = False, None, True
+        while deadline is None or time.monotonic() < deadline:
+            fail_stale(study, storage, heartbeat, folder, worker)
+            held = study.get_trials(deepcopy=False)
+            ended = sum(counts(t) for t in held)
+            running = [t for t in held if t.state.name == "RUNNING"]
+            if ended >= trials:
+                if not running:
+                    if first:
+                        print(f"study {study_name!r} holds {ended} trials; nothing to do")
+                    break
+                # Full, with other workers' trials running: wait until they end or go silent,
+                # for one grace period at most (a trial still beating by then has a live
+                # worker, which ends it).
+                grace = BEATS * max(heartbeat, *(t.user_attrs.get("heartbeat", 0) for t in running))
+                if full_since is None:
+                    full_since = time.monotonic()
+                    print(
+                        f"study {study_name!r} is full; waiting up to {grace} s for "
+                        f"{plural(len(running), 'running trial')} of other workers to end",
+                        flush=True,
+                    )
+                elif time.monotonic() - full_since >= grace:
+                    break
+            elif ended + len(running) >= trials:
+                # Those trials would fill the study: wait rather than start one too many; if
+                # one fails with its worker, it is replaced.
+                if not waiting:
+                    print(
+                        f"waiting for {plural(len(running), 'running trial')} of other "
+                        f"workers: with them, the study holds {trials}",
+                        flush=True,
+                    )
+                waiting = True
+            else:
+                waiting, full_since, first = False, None, False
+                run_one(study, storage, space, folder, device, data_dir, heartbeat, worker)
+                continue
+            first = False
+            left = POLL if deadline is None else min(POLL, deadline - time.monotonic())
+            time.sleep(max(0.0, min(left, heartbeat)))
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
         raise storage_error(storage_url, e) from None
+    finally:
+        storage.remove_session()
     return 0
+
+
+def plural(n: int, what: str) -> str:
+    return f"{n} {what}{'s' if n != 1 else ''}"
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def earlier_trials(folder: Path) -> MnistlabError:
@@ -487,8 +793,9 @@ def run_search(
     data_dir: str | Path | None = None,
     worker_index: int = 0,
 ) -> None:
-    """Run (or continue) a study of `space_file` until it holds `trials` trials, in any state:
-    one worker in this process, or `workers` worker processes on this machine."""
+    """Run (or continue) a study of `space_file` until `trials` of its trials count (complete,
+    pruned, infeasible, or failed by their own error; not those lost with their worker): one
+    worker in this process, or `workers` worker processes on this machine."""
     import torch
 
     from mnistlab.device import pick_device
@@ -500,7 +807,9 @@ def run_search(
         raise MnistlabError(f"{arg('timeout')} {timeout}: must be > 0 seconds")
     if heartbeat < 1:
         raise MnistlabError(f"{arg('heartbeat')} {heartbeat}: must be >= 1 second")
-    space = load_space(space_file)  # a bad space fails here, before any storage is touched
+    # A bad space, or one the training data cannot serve, fails here, before any storage is
+    # touched: no study and no study.db is left behind.
+    space = load_space(space_file)
     check_training_data(space, data_dir)
     study = Path(space_file).stem if study is None else study
     check_study_name(study)
@@ -514,11 +823,6 @@ def run_search(
     if workers == 1:
         torch.set_num_threads(threads)
         torch_device = pick_device(device)
-        print(
-            f"worker {worker_index}: study {study!r} at {shown_url(storage)}, "
-            f"{threads} thread{'s' if threads != 1 else ''}, runs in {runs / study}",
-            flush=True,
-        )
         work(
             space,
             study,

@@ -5,7 +5,8 @@
     objective2 = "none"      # "params" or "macs": a second objective, minimised (Pareto front)
     sampler = "tpe"          # "tpe" or "nsga2" (NSGA-II needs objective2)
     pruner = "median"        # "median", "hyperband" or "none"; single objective only
-    prune_from = 1           # the first epoch after which the median pruner may stop a trial
+    prune_from = 6           # the first epoch at which the pruner may stop a trial (default:
+                             # from each trial's schedule, see default_prune_from)
 
     [constraints]            # checked on the built network before training: infeasible is free
     max_params = 5000
@@ -33,10 +34,15 @@ Every knob is a fixed value, a list (a choice among its items) or a table {low, 
 optional `log = true` or `step` (a range; whole numbers if low and high are). A trial's
 parameters are named after its knobs: first, layers_1, width_1_2 (block 1, conv 2),
 squeeze_1, pool_first, dropout and the recipe's dotted keys.
+
+The whole space is checked before a study exists: every value of every knob, every corner
+of the network knobs built as a [net] table, and every recipe knob's extremes as experiments.
 """
 
 import copy
+import itertools
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -57,6 +63,7 @@ NET_KNOBS = ("first", "layers", "width", "squeeze", "pool_first", "dropout")
 # Keys a search sets itself: the recipe may not choose them.
 FIXED_KEYS = ("name", "model", "net", "val_size", "test", "limit_test", "expect")
 TOP_TABLES = ("search", "constraints", "experiment", "space")
+PROBE_NET = {"blocks": [[8], [8]], "squeeze": [0]}  # any network: recipes are checked on it
 
 
 class Trial(Protocol):
@@ -76,7 +83,7 @@ class Space:
     objective2: str = "none"
     sampler: str = "tpe"
     pruner: str = "median"
-    prune_from: int = 1
+    prune_from: int | None = None  # None: each trial's from its schedule (default_prune_from)
     seed: int | None = None
     max_params: int = 0
     max_macs: int = 0
@@ -134,10 +141,19 @@ def _check_knob(value: Any, where: str, key: str) -> Any:
                 raise _fail(where, key, f"bounds must be numbers, got {bound!r}")
         if low >= high:
             raise _fail(where, key, f"low must be below high, got {low} and {high}")
+        if not isinstance(value.get("log", False), bool):
+            raise _fail(where, key, f"log must be true or false, got {value['log']!r}")
         if value.get("log") and low <= 0:
             raise _fail(where, key, "a log range needs low > 0")
         if value.get("log") and "step" in value:
             raise _fail(where, key, "cannot have both log and step")
+        if "step" in value:
+            step = value["step"]
+            # Optuna would take a step of 0 as none at all, and a text step fails mid-study.
+            if not isinstance(step, int | float) or isinstance(step, bool) or not step > 0:
+                raise _fail(where, key, f"step must be a number > 0, got {step!r}")
+            if step > high - low:
+                raise _fail(where, key, f"step {step} is wider than the range {low} to {high}")
         return value
     if isinstance(value, bool | int | float | str):
         return value
@@ -161,6 +177,8 @@ def _check_net_knob(value: Any, where: str, key: str, knob: str) -> Any:
     """A net knob (fixed, choices or a range) whose every value can be built."""
     _check_knob(value, where, key)
     kind, low, high = NET_KNOB_VALUES[knob]
+    if isinstance(value, dict) and kind is int and not isinstance(value.get("step", 1), int):
+        raise _fail(where, key, f"step must be a whole number, got {value['step']!r}")
     for item in _knob_values(value):
         if kind is bool:
             ok, rule = isinstance(item, bool), "must be true or false"
@@ -172,18 +190,24 @@ def _check_net_knob(value: Any, where: str, key: str, knob: str) -> Any:
             ok, rule = number and low <= item < high, f"must be numbers in [{low}, {high})"
         if not ok:
             raise _fail(where, key, f"{rule}, got {item!r}")
-    if isinstance(value, dict) and kind is int and not isinstance(value.get("step", 1), int):
-        raise _fail(where, key, f"step must be a whole number, got {value['step']!r}")
     return value
 
 
 def _knob_values(knob: Any) -> list[Any]:
-    """Values that exercise a knob's extremes, for checking before the search starts."""
+    """Values that exercise a knob's extremes, for checking before the search starts (a
+    stepped range's first step too: a fractional step makes whole bounds fractional)."""
     if isinstance(knob, list):
         return knob
     if isinstance(knob, dict):
-        return [knob["low"], knob["high"]]
+        step = [knob["low"] + knob["step"]] if "step" in knob else []
+        return [knob["low"], *step, knob["high"]]
     return [knob]
+
+
+def _extremes(knob: Any) -> list[Any]:
+    """A knob's smallest and largest values (its only one, if fixed), for the corners."""
+    values = sorted(set(_knob_values(knob)))
+    return [values[0], values[-1]] if len(values) > 1 else values
 
 
 def _dotted_keys(data: dict[str, Any], prefix: str = "") -> set[str]:
@@ -248,7 +272,7 @@ def parse_space(data: dict[str, Any], where: str) -> Space:
                 f"search.{key}",
                 f"must be one of {', '.join(allowed)}, got {getattr(space, key)!r}",
             )
-    if space.prune_from < 1:
+    if space.prune_from is not None and space.prune_from < 1:
         raise _fail(where, "search.prune_from", f"must be >= 1, got {space.prune_from}")
     if space.seed is not None and not 0 <= space.seed <= SEED_MAX:
         raise _fail(where, "search.seed", f"must be in [0, {SEED_MAX}], got {space.seed}")
@@ -287,6 +311,7 @@ def parse_space(data: dict[str, Any], where: str) -> Space:
     net.setdefault("first", net.get("width", 8))
     net.setdefault("width", 8)
     space.net = net
+    _check_corners(space)
 
     recipe = tables.get("recipe", {})
     known = _dotted_keys(to_dict(Config()))
@@ -296,13 +321,77 @@ def parse_space(data: dict[str, Any], where: str) -> Space:
         _check_knob(value, where, f"space.recipe.{key!r}")
     space.recipe = recipe
     _check_recipes(space)
+    _check_held_out(space)
     return space
+
+
+def _check_corners(space: Space) -> None:
+    """Every corner of the network knobs (each block's fewest and most convs, the narrowest
+    and widest widths, squeeze and pool_first at each end) must build: a space whose
+    extremes make no network would only fill its study with infeasible trials."""
+    knobs = space.net
+    for counts, first, width, squeeze, pool_first in itertools.product(
+        itertools.product(*(_extremes(block) for block in knobs["layers"])),
+        _extremes(knobs["first"]),
+        _extremes(knobs["width"]),
+        _extremes(knobs.get("squeeze", 0)),
+        _extremes(knobs.get("pool_first", False)),
+    ):
+        blocks = [[width] * count for count in counts]
+        blocks[0][0] = first
+        net: dict[str, Any] = {"blocks": blocks, "pool_first": pool_first}
+        if len(blocks) > 1:
+            net["squeeze"] = [squeeze] * (len(blocks) - 1)
+        try:
+            check_net(net, "it")
+        except MnistlabError as e:
+            shown = ", ".join(f"{k} = {v}" for k, v in net.items()).lower()
+            raise _fail(
+                space.path,
+                "space.net",
+                f"cannot build its corner {{ {shown} }}: {e}; narrow its layers or widths",
+            ) from None
+
+
+def _check_held_out(space: Space) -> None:
+    """limit_train, where set, must leave images to train on once val_size are held out."""
+    if "limit_train" in space.recipe:
+        key, values = "space.recipe.'limit_train'", _knob_values(space.recipe["limit_train"])
+    else:
+        key, values = "experiment.limit_train", [space.experiment.get("limit_train", 0)]
+    for value in values:
+        if 0 < value <= space.val_size:
+            raise _fail(
+                space.path,
+                key,
+                f"{value} leaves no image to train on once search.val_size = "
+                f"{space.val_size} are held out; raise it above val_size or lower val_size",
+            )
+
+
+def default_prune_from(cfg: Config) -> int:
+    """The first epoch a pruner may judge a trial at, from its schedule: the epoch after a
+    one-cycle warm-up (while the rate climbs, epochs rank how fast a trial starts, not where
+    it ends: pruning from epoch 1 stopped most of the under-5k study's trials there), else
+    the epoch after the first third. At or past the last epoch, the trial is never pruned."""
+    if cfg.scheduler.name == "onecycle":
+        # rounded first: 0.3 * 10 is 3.0000000000000004 in floating point
+        return math.ceil(round(cfg.scheduler.pct_start * cfg.epochs, 9)) + 1
+    return math.ceil(round(cfg.epochs / 3, 9)) + 1
+
+
+def prune_from(space: Space, recipe: dict[str, Any]) -> int:
+    """The space's prune_from where it sets one, else that of the trial's recipe (its
+    schedule and epochs: default_prune_from), known before its network is built."""
+    if space.prune_from is not None:
+        return space.prune_from
+    schedule = from_dict(trial_experiment(space, "probe", PROBE_NET, recipe), space.path)
+    return default_prune_from(schedule)
 
 
 def _check_recipes(space: Space) -> None:
     """Every recipe knob's extremes on the fixed experiment must be a valid experiment."""
-    probe_net = {"blocks": [[8], [8]], "squeeze": [0]}
-    base = trial_experiment(space, "probe", probe_net, {})
+    base = trial_experiment(space, "probe", PROBE_NET, {})
     from_dict(base, f"{space.path} [experiment]")
     for key, knob in space.recipe.items():
         for value in _knob_values(knob):
