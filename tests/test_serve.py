@@ -4,12 +4,13 @@ import base64
 import importlib.util
 import io
 import json
+import logging
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 from test_predict import draw_seven
 
 from mnistlab.cli import main
@@ -154,6 +155,19 @@ BAD = {
         400,
         "malformed JSON",
     ),
+    "deeply nested JSON": (
+        {"content": b"[" * 100_000, "headers": {"content-type": "application/json"}},
+        400,
+        "must be an object",
+    ),
+    "deeply nested JSON inside an object": (
+        {
+            "content": b'{"image": ' + b"[" * 100_000,
+            "headers": {"content-type": "application/json"},
+        },
+        400,
+        "nested too deeply",
+    ),
     "JSON without image": ({"json": {"picture": 1}}, 400, '"image"'),
     "not a data URL": ({"json": {"image": "http://example.com/a.png"}}, 400, "data URL"),
     "bad base64": ({"json": {"image": "data:image/png;base64,@@@"}}, 400, "base64"),
@@ -180,6 +194,103 @@ def test_body_over_the_limit_is_refused_from_its_declared_length(client):
     assert response.status_code == 413
 
 
+@pytest.fixture(scope="module")
+def live_server(classifier):
+    """The app on a free loopback port, served from a thread by uvicorn, its log records
+    going to the root logger (where caplog sees them): the port."""
+    import socket
+    import threading
+    import time
+
+    uvicorn = pytest.importorskip("uvicorn")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = uvicorn.Config(serve.create_app(classifier), port=port, log_config=None)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    yield port
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_a_client_gone_before_its_body_is_one_log_line(live_server, caplog):
+    """Content-Length 1000, 12 bytes, then the client closes: one warning per connection,
+    no traceback, and the server goes on serving."""
+    import socket
+    import time
+
+    import httpx
+
+    head = (
+        b"POST /api/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000\r\n\r\n"
+    )
+    with caplog.at_level("INFO"):
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", live_server)) as connection:
+                connection.sendall(head + b'{"image": 12')
+                time.sleep(0.05)
+        deadline = time.monotonic() + 10
+        while sum("closed the connection" in r.getMessage() for r in caplog.records) < 3:
+            assert time.monotonic() < deadline, [r.getMessage() for r in caplog.records]
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{live_server}/api/predict"
+        again = httpx.post(url, files={"file": ("seven.png", SEVEN, "image/png")}, timeout=30)
+    assert again.status_code == 200 and again.json()["digit"] == 7
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert (
+        lines == ["127.0.0.1 closed the connection after 12 of 1000 body bytes; not answered"] * 3
+    )
+    assert not any(r.exc_info for r in caplog.records)
+
+
+def test_preview_shows_the_image_as_the_server_read_it(client):
+    """?preview=N: the decoded image, fitted into N pixels, for a page that cannot show the
+    file itself (a TIFF)."""
+    buffer = io.BytesIO()
+    draw_seven(size=(300, 240), box=(120, 30, 90, 170), pen=14).save(buffer, "TIFF")
+    files = {"file": ("seven.tif", buffer.getvalue(), "image/tiff")}
+    answer = client.post("/api/predict?preview=150", files=files).json()
+    assert answer["digit"] == 7
+    header, data = answer["preview"].split(",", 1)
+    assert header == "data:image/png;base64"
+    preview = Image.open(io.BytesIO(base64.b64decode(data)))
+    assert preview.size == (150, 120) and np.asarray(preview).min() < 50  # the 7, fitted
+    assert "preview" not in client.post("/api/predict", files=files).json()
+    bad = client.post("/api/predict?preview=big", files=files)
+    assert bad.status_code == 400 and "?preview=big" in bad.json()["error"]
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "RGBA transparent", "RGB", "LA", "L"])
+def test_uploads_decode_to_the_pixels_predict_reads(mode):
+    """The server's shortcut for the page's opaque canvas (RGBA, no transparent pixel) gives
+    the pixels `mnistlab predict` reads, and transparency is still composited on white."""
+    background = (0, 0, 0, 0) if mode == "RGBA transparent" else "white"
+    image = Image.new(mode.split()[0], (120, 100), background)
+    ImageDraw.Draw(image).line([(30, 20), (90, 20), (50, 90)], fill="black", width=9)
+    data = png_bytes(image)
+    np.testing.assert_array_equal(serve.decode(data), preprocess.grayscale_from_bytes(data))
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale(classifier):
+    """A phone-sized JPEG is decoded at 1/2..1/8 scale (no smaller than DRAFT_SIDE) and read
+    as the whole decode reads it."""
+    buffer = io.BytesIO()
+    draw_seven(size=(4000, 3000), box=(1600, 600, 900, 1600), pen=120).save(buffer, "JPEG")
+    data = buffer.getvalue()
+    gray = serve.decode(data)
+    assert serve.DRAFT_SIDE <= max(gray.shape) < 2 * serve.DRAFT_SIDE
+    whole = preprocess.grayscale_from_bytes(data)
+    assert max(whole.shape) == 4000
+    assert classifier.predict(data)["digit"] == 7
+
+
 def test_page_and_docs_load_nothing_from_the_network(client):
     page = client.get("/")
     assert page.status_code == 200 and "<canvas" in page.text
@@ -191,6 +302,10 @@ def test_page_and_docs_load_nothing_from_the_network(client):
         text = (serve.web_files() / name).read_text()
         assert "http://" not in text and "https://" not in text, name
         assert client.get(f"/static/{name}").status_code == 200
+    # The favicon, where the page links it and where browsers look without a link.
+    for path in ("/static/favicon.svg", "/favicon.ico"):
+        icon = client.get(path)
+        assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"
 
 
 def test_saliency_marks_the_pixels_the_answer_depends_on(classifier):
@@ -242,16 +357,45 @@ def load_module():
 
 
 def test_short_load_run_has_no_errors(tmp_path):
-    """The load benchmark, small: a real server in a subprocess, concurrent clients."""
+    """The load benchmark, small: a real server with two worker processes, concurrent
+    clients, memory summed over the server's processes."""
     if not shipped_weights().is_file():
         pytest.skip("the shipped model weights/final.pt is not in this checkout")
     load = load_module()
-    out = tmp_path / "load.json"
-    assert load.main(["--requests", "60", "--clients", "6", "--out", str(out)]) == 0
-    result = json.loads(out.read_text())
-    assert result["requests"] == 60 and result["errors"] == 0
-    assert 0 < result["latency_ms"]["p50"] <= result["latency_ms"]["p99"]
-    assert result["rss_mb"]["after_first"] > 0 and result["rss_mb"]["after_last"] > 0
+    out, numbers = tmp_path / "serve-load.txt", tmp_path / "serve-load.json"
+    argv = ["--requests", "40", "--clients", "6", "--single", "10", "--warmup", "6"]
+    argv += ["--serve-args", "--workers 2", "--out", str(out), "--json", str(numbers)]
+    assert load.main(argv) == 0
+    result = json.loads(numbers.read_text())
+    assert result["page"]["requests"] == 40 and result["page"]["errors"] == 0
+    assert result["single"]["errors"] == 0
+    assert 0 < result["page"]["latency_ms"]["p50"] <= result["page"]["latency_ms"]["p99"]
+    assert result["server_processes"] >= 3  # the supervisor and two workers, summed
+    assert result["rss_mb"]["after_warmup"] > 0 and result["rss_mb"]["after_last"] > 0
+    text = out.read_text()
+    assert "load average" in text and "command: python benchmarks/load_serve.py" in text
+
+
+def test_serve_workers_report_a_model_they_cannot_load_in_one_line(tmp_path):
+    """With worker processes the model is loaded in each: a damaged file stops the server
+    with exit status 1 and one error line from serve."""
+    import socket
+    import subprocess
+    import sys
+
+    damaged = tmp_path / "model.pt"
+    damaged.write_bytes(b"not a model")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "mnistlab", "serve", "--port", str(port), "--workers", "2"]
+    done = subprocess.run(
+        [*command, "--checkpoint", str(damaged)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("mnistlab: error:")]
+    assert len(errors) == 1 and str(damaged) in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_torch_is_untouched_by_saliency(classifier):

@@ -3,26 +3,37 @@
     GET  /             the drawing page (package files under web/, nothing from the network)
     POST /api/predict  an image (multipart field `file`, or JSON {"image": "data:image/png;..."})
                        -> the class ("digit") and its name, the 10 probabilities, the 28x28
-                       input and its saliency
+                       input and its saliency; with ?preview=N also the image as the server
+                       read it, as a PNG at most N pixels on its longer side
     GET  /api/model    the model's name, parameters, test accuracy, dataset and class names
     GET  /docs         the API described from /openapi.json, without a CDN
 
-Images go through the same code as `mnistlab predict` (preprocess.mnist_style). Bad input gets
-a 4xx answer {"error": "..."} that the page shows; the server keeps serving. The model is
-loaded once; classifying runs in worker threads, a few at a time.
+Images go through the same code as `mnistlab predict` (preprocess.mnist_style); a large JPEG
+is decoded at a reduced scale first (see `decode`). Bad input gets a 4xx answer
+{"error": "..."} that the page shows; the server keeps serving.
+
+Concurrency: the CPU work of a request (decoding, preprocessing, the network) runs in a small
+thread pool, so the event loop keeps reading other requests meanwhile; `mnistlab serve
+--workers N` runs N such processes on one port, each with the model loaded once
+(`worker_app`), because the GIL keeps one process from using more than about one core.
 """
 
+import asyncio
 import base64
 import binascii
+import io
 import ipaddress
 import json
+import logging
+import os
 import socket
-from functools import partial
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageOps
 
 from mnistlab.errors import MnistlabError
 from mnistlab.inference import preprocess
@@ -30,8 +41,14 @@ from mnistlab.inference import preprocess
 MAX_FILE_BYTES = 10 * 1024 * 1024  # an upload larger than this is refused (413)
 MAX_BODY_BYTES = MAX_FILE_BYTES * 4 // 3 + 64 * 1024  # room for base64 and multipart framing
 MAX_PIXELS = 25_000_000  # pixel dimensions beyond this are refused before decoding
-WORKERS = 2  # requests classified at once; more only queue for the same cores
+THREADS = 1  # requests classified at once per process; more only queue for the same cores
+DRAFT_SIDE = 768  # a JPEG larger than this is decoded at 1/2, 1/4 or 1/8 scale, not below it
+MAX_PREVIEW_SIDE = 1024  # ?preview=N is capped here
 IMAGE_TYPES = ("image/", "application/octet-stream")  # what a multipart file part may claim
+SETTINGS_ENV = "MNISTLAB_SERVE_SETTINGS"  # how `serve --workers` hands its options to workers
+STARTUP_FAILURE = 3  # the exit status uvicorn's supervisor reads as "stop, do not restart"
+
+log = logging.getLogger("uvicorn.error")  # the server's own log, in its format
 
 
 class ApiError(Exception):
@@ -65,28 +82,80 @@ class Classifier:
             "checkpoint": path.name,
         }
 
-    def predict(self, data: bytes) -> dict[str, Any]:
-        """An image file's bytes -> class, its name, probabilities, input image and saliency."""
+    def predict(self, data: bytes, preview: int = 0) -> dict[str, Any]:
+        """An image file's bytes -> class, its name, probabilities, input image and saliency;
+        with `preview` > 0 also the decoded image as a PNG data URL that many pixels wide."""
         from mnistlab.inference.classify import Prediction, rank
         from mnistlab.inference.saliency import gradient_x_input
 
         try:
-            gray = preprocess.grayscale_from_bytes(data, MAX_PIXELS)
+            gray = decode(data)
             image = preprocess.mnist_style(gray)
         except MnistlabError as e:
             raise ApiError(400, str(e)) from None
-        # Ranked as `mnistlab predict` ranks: the same class and name.
+        # Ranked as `mnistlab predict` ranks (under inference_mode): the same class and name.
         result = Prediction(file="upload")
         rank(self.model, [result], [image], self.mean, self.std, self.classes)
         label = result.prediction
         saliency = gradient_x_input(self.model, image, self.mean, self.std, label)
-        return {
+        answer = {
             "digit": label,  # the class number (the key was named when MNIST was all there was)
             "name": result.name,
             "probabilities": [round(float(p), 5) for p in result.probabilities],
             "image": np.round(image, 3).tolist(),
             "saliency": np.round(saliency, 3).tolist(),
         }
+        if preview:
+            answer["preview"] = preview_png(gray, preview)
+        return answer
+
+
+def decode(data: bytes) -> np.ndarray:
+    """An upload's bytes as gray [H, W] in [0, 1], as `mnistlab predict` reads a file, with
+    two shortcuts to the same pixels or nearly:
+
+    - a JPEG larger than DRAFT_SIDE is decoded at a reduced scale (the JPEG decoder's draft
+      mode: 1/2 to 1/8, straight to gray), several times faster than decoding a phone photo
+      whole; preprocessing scales photos down further anyway;
+    - an RGBA image with no transparent pixel (the page's canvas) skips compositing on white,
+      which would change nothing.
+
+    Anything else, and any image these paths fail on, goes the way of `predict`, which also
+    words every refusal."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+        jpeg = image.format == "JPEG" and max(image.size) > DRAFT_SIDE
+        fast = (jpeg or image.mode == "RGBA") and image.width * image.height <= MAX_PIXELS
+    except Exception:
+        fast = False
+    if not fast:
+        return preprocess.grayscale_from_bytes(data, MAX_PIXELS)
+    with image:
+        try:
+            if jpeg:
+                scale = DRAFT_SIDE / max(image.size)
+                image.draft(
+                    "L", (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+                )
+            image.load()
+            upright = ImageOps.exif_transpose(image)
+            if upright.mode == "RGBA" and upright.getextrema()[3][0] == 255:
+                upright = upright.convert("L")
+            return preprocess.to_grayscale(upright)
+        except (OSError, ValueError, SyntaxError, EOFError):
+            return preprocess.grayscale_from_bytes(data, MAX_PIXELS)
+
+
+def preview_png(gray: np.ndarray, side: int) -> str:
+    """The image the server read, fitted into side x side, as a PNG data URL: the page shows
+    it for formats a browser cannot display (TIFF, ...)."""
+    image = Image.fromarray(np.round(np.clip(gray, 0, 1) * 255).astype(np.uint8))
+    image.thumbnail((side, side), Image.Resampling.BOX)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def web_files() -> Path:
@@ -95,15 +164,24 @@ def web_files() -> Path:
 
 async def read_body(request: Any) -> bytes:
     """The request body, refused with 413 as soon as it passes the limit (not after)."""
+    from starlette.requests import ClientDisconnect
+
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise ApiError(413, too_large(int(declared)))
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ApiError(413, too_large(size))
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise ApiError(413, too_large(size))
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Nobody is left to answer: one line in the log, not a traceback per connection.
+        of = f" of {declared}" if declared else ""
+        client = request.client.host if request.client else "a client"
+        log.warning(f"{client} closed the connection after {size}{of} body bytes; not answered")
+        raise ApiError(400, f"request body incomplete ({size}{of} bytes)") from None
     return b"".join(chunks)
 
 
@@ -114,14 +192,22 @@ def too_large(size: int) -> str:
     )
 
 
+JSON_HINT = 'send {"image": "data:image/png;base64,..."}'
+
+
 def image_from_json(body: bytes) -> bytes:
     """The image in {"image": "data:image/...;base64,..."}."""
+    # An object is all that is accepted; looking first also turns away a deep array
+    # ("[[[[...") before the parser recurses into it.
+    if not body.lstrip()[:1] == b"{":
+        raise ApiError(400, f"malformed JSON: the body must be an object; {JSON_HINT}")
     try:
         document = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        hint = 'send {"image": "data:image/png;base64,..."}'
-        raise ApiError(400, f"malformed JSON ({e}); {hint}") from None
-    url = document.get("image") if isinstance(document, dict) else None
+        raise ApiError(400, f"malformed JSON ({e}); {JSON_HINT}") from None
+    except RecursionError:
+        raise ApiError(400, f"malformed JSON: nested too deeply; {JSON_HINT}") from None
+    url = document.get("image")
     if not isinstance(url, str):
         raise ApiError(400, 'JSON body needs an "image" field holding a data URL')
     header, comma, payload = url.partition(",")
@@ -168,7 +254,25 @@ async def image_from_form(request: Any, body: bytes) -> bytes:
     return data
 
 
+def preview_side(request: Any) -> int:
+    """?preview=N: the longer side of the preview asked for (0: none)."""
+    value = request.query_params.get("preview", "0")
+    if not value.isdigit():
+        raise ApiError(400, f"?preview={value}: give the preview's size in pixels, e.g. 280")
+    return min(int(value), MAX_PREVIEW_SIDE)
+
+
 PREDICT_BODY = {
+    "parameters": [
+        {
+            "name": "preview",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "integer", "default": 0, "maximum": MAX_PREVIEW_SIDE},
+            "description": "also answer the image as read, a PNG data URL this many pixels "
+            "on its longer side",
+        }
+    ],
     "requestBody": {
         "required": True,
         "content": {
@@ -191,6 +295,7 @@ PREDICT_BODY = {
         },
     },
     "responses": {
+        "200": {"description": "digit, name, probabilities, image, saliency (and preview)"},
         "400": {"description": "not an image, empty, no digit found, malformed JSON"},
         "413": {"description": "over 10 MB"},
         "415": {"description": "not multipart/form-data or JSON, or the file is not an image"},
@@ -198,12 +303,14 @@ PREDICT_BODY = {
 }
 
 
-def create_app(classifier: Classifier) -> Any:
-    """The FastAPI application around one loaded model."""
+def create_app(classifier: Classifier, *, threads: int = THREADS, delay: float = 0.0) -> Any:
+    """The FastAPI application around one loaded model. `threads`: requests classified at
+    once; `delay`: seconds each /api/predict answer is held back, a slow server for the
+    page's tests (app.state.delay, read per request, so a test can change it)."""
     import anyio
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import FileResponse, JSONResponse
+    from fastapi.responses import FileResponse, JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
     from starlette.exceptions import HTTPException
 
@@ -213,7 +320,8 @@ def create_app(classifier: Classifier) -> Any:
         docs_url=None,  # FastAPI's own pages load their scripts from a CDN
         redoc_url=None,
     )
-    limiter = anyio.CapacityLimiter(WORKERS)
+    app.state.delay = delay
+    limiter = anyio.CapacityLimiter(threads)
     files = web_files()
 
     @app.exception_handler(ApiError)
@@ -228,17 +336,27 @@ def create_app(classifier: Classifier) -> Any:
     async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
         return JSONResponse({"error": f"invalid request: {e.errors()}"}, status_code=422)
 
+    def answer(data: bytes, preview: int) -> bytes:
+        # Encoded here, in the worker thread, rather than by FastAPI's jsonable_encoder in
+        # the event loop, which walks the 1,600 floats several times slower than json.dumps
+        # and takes longer than the network itself.
+        return json.dumps(classifier.predict(data, preview), separators=(",", ":")).encode()
+
     @app.post("/api/predict", summary="Classify one image", openapi_extra=PREDICT_BODY)
-    async def predict(request: Request) -> dict[str, Any]:
+    async def predict(request: Request) -> Response:
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind not in ("multipart/form-data", "application/json"):
             raise ApiError(415, f"content type {kind or 'none'}: send multipart/form-data or JSON")
+        preview = preview_side(request)
         body = await read_body(request)
         if kind == "application/json":
             data = image_from_json(body)
         else:
             data = await image_from_form(request, body)
-        return await anyio.to_thread.run_sync(partial(classifier.predict, data), limiter=limiter)
+        if app.state.delay:
+            await asyncio.sleep(app.state.delay)
+        content = await anyio.to_thread.run_sync(answer, data, preview, limiter=limiter)
+        return Response(content, media_type="application/json")
 
     @app.get("/api/model", summary="The model being served")
     async def model() -> dict[str, Any]:
@@ -252,8 +370,35 @@ def create_app(classifier: Classifier) -> Any:
     async def docs() -> FileResponse:
         return FileResponse(files / "docs.html")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:
+        # Asked for by browsers and tools that do not read the page's <link rel="icon">.
+        return FileResponse(files / "favicon.svg", media_type="image/svg+xml")
+
     app.mount("/static", StaticFiles(directory=files), name="static")
     return app
+
+
+def one_torch_thread() -> None:
+    """One intra-op thread per request being classified: the network is far too small to
+    gain from splitting one image across cores, and concurrent requests already fill them."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def worker_app() -> Any:
+    """The application of one `serve --workers` process, from the settings `serve` put in
+    the environment; a model that fails to load is written to the settings' `failure` file
+    for `serve` to report, and the worker exits as one that failed to start."""
+    settings = json.loads(os.environ[SETTINGS_ENV])
+    one_torch_thread()
+    try:
+        classifier = Classifier(settings["checkpoint"])
+    except MnistlabError as e:
+        Path(settings["failure"]).write_text(str(e))
+        os._exit(STARTUP_FAILURE)
+    return create_app(classifier, threads=settings["threads"])
 
 
 def is_loopback(host: str) -> bool:
