@@ -5,6 +5,7 @@ import shutil
 import tomllib
 from pathlib import Path
 
+import matplotlib.style
 import numpy as np
 import pytest
 import torch
@@ -15,13 +16,15 @@ from mnistlab.data import datasets as data
 from mnistlab.errors import MnistlabError
 from mnistlab.runs import report as report_module
 from mnistlab.runs.compare import format_table, summarize_run
-from mnistlab.runs.figures import DPI, png_bytes
+from mnistlab.runs.figures import DPI, plain_number, png_bytes
 from mnistlab.runs.report import (
     FIGSIZES,
     confusion_matrix,
+    marker_ids,
     matching_test_images,
     misclassified_figure,
     misclassified_size,
+    params_figure,
     per_class_accuracy,
     write_report,
 )
@@ -252,3 +255,111 @@ def test_analysis_written_after_the_run_comes_from_the_experiment_file(tmp_path,
     assert "Written after the run: it over-fits." in text
     without = write_report([RUNS / "01-seed"], tmp_path / "out2", experiments=None).read_text()
     assert "Written after the run" not in without
+
+
+# ----------------------------------------------------------------------------- readable figures
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def drawn_texts(fig) -> list:
+    """Every text the Agg renderer draws for the figure (tick labels outside the view, empty
+    strings and hidden artists are never drawn), with its box in pixels."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
+
+    drawn = []
+    original = RendererAgg.draw_text
+
+    def record(self, gc, x, y, s, prop, angle, ismath=False, mtext=None):
+        if mtext is not None and s.strip():
+            drawn.append(mtext)
+        return original(self, gc, x, y, s, prop, angle, ismath, mtext)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(RendererAgg, "draw_text", record)
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+    renderer = canvas.get_renderer()
+    return [(text.get_text(), text.get_window_extent(renderer)) for text in drawn]
+
+
+def overlapping(texts: list) -> list[tuple[str, str]]:
+    return [
+        (a, b)
+        for i, (a, box_a) in enumerate(texts)
+        for b, box_b in texts[i + 1 :]
+        if box_a.overlaps(box_b)
+    ]
+
+
+def readme_rows() -> list[dict]:
+    """The rows `make report` draws the README's figure from: the committed seed runs, then
+    every drill-down run."""
+    runs = sorted((ROOT / "results").glob("seed/*/seed*"))
+    runs += sorted((ROOT / "results").glob("[0-9]*/*/seed*"))
+    if not runs:
+        pytest.skip("no committed runs in results/")
+    return [summarize_run(read_run(p)) for p in find_runs(runs)]
+
+
+def shipped_run_name() -> str:
+    import json
+
+    record = json.loads((ROOT / "src" / "mnistlab" / "weights" / "final.json").read_text())
+    return str(Path(record["run"]).relative_to("results"))
+
+
+def test_params_figure_of_the_readme_has_no_overlapping_labels():
+    rows = readme_rows()
+    with matplotlib.style.context("default"):
+        fig = params_figure(rows, shipped_run_name())
+        texts = drawn_texts(fig)
+    assert overlapping(texts) == []
+    overview, zoom, _key = fig.axes
+    names = {t for t, _ in texts}
+    # Every experiment with a plotted run has its marker label and its key entry.
+    experiments = {r["experiment"] for r in rows if r["last3_test_acc"] is not None}
+    ids = marker_ids(sorted(experiments))
+    assert all(ids[e] in names for e in experiments)
+    assert {"19", "25", "seed"} <= names and "19  thin-stem (4 runs)" in names
+    assert zoom.get_title().startswith("Zoom: 4,000-8,000 parameters, 99.3% and up")
+    # The 8,000-parameter budget and the shipped final, marked.
+    (budget,) = [line for line in overview.get_lines() if line.get_linestyle() == ":"]
+    assert list(budget.get_xdata()) == [8000, 8000]
+    stars = [c for c in overview.collections if c.get_label().startswith("shipped final")]
+    assert len(stars) == 1 and stars[0].get_label() == "shipped final (19-thin-stem)"
+    assert any(t == "10,000" for t in names) and not any("10^" in t or "e+" in t for t in names)
+
+
+def test_params_figure_keeps_a_crowded_region_readable():
+    """Thirty experiments in the dense region, a few runs each: labels still never touch."""
+    rng = np.random.default_rng(1)
+    counts = [4736, 4816, 4892, 7568, 7594, 7704, 7756, 7768]
+    rows = []
+    for k in range(30):
+        params = counts[k % len(counts)]
+        for seed in range(int(rng.integers(1, 5))):
+            acc = float(rng.uniform(99.25, 99.6))
+            rows.append(
+                {"name": f"{k:02d}-x/s{seed}", "experiment": f"{k:02d}-step-{k}", "params": params,
+                 "last3_test_acc": acc, "finished": True, "dataset": "mnist"}
+            )  # fmt: skip
+    with matplotlib.style.context("default"):
+        fig = params_figure(rows, rows[0]["name"])
+        texts = drawn_texts(fig)
+    assert overlapping(texts) == []
+    assert len(fig.axes) == 3  # the overview, the zoom and the key
+
+
+def test_log_axes_carry_plain_numbers():
+    run = read_run(RUNS / "01-seed")
+    for i, record in enumerate(run.metrics):  # a loss that barely moves: 2.3085 to 2.3025
+        for key in [k for k in record if k.endswith("_loss")]:
+            record[key] = 2.3085 - 0.002 * i
+    with matplotlib.style.context("default"):
+        fig = report_module.curves_figure(run)
+        labels = [t for t, _ in drawn_texts(fig)]
+    loss_ticks = [t for t in labels if t.startswith("2.30")]
+    assert "2.308" in loss_ticks and len(loss_ticks) >= 3
+    assert not any("\\times" in t or "10^" in t or "e+" in t or "e-" in t for t in labels)
+    assert plain_number(10000.0) == "10,000" and plain_number(0.015) == "0.015"

@@ -16,12 +16,14 @@ __version__ = "0.1.0"
 __all__ = [
     "Config",
     "Data",
+    "Inspection",
     "MnistlabError",
     "TrainResult",
     "confirm",
     "evaluate",
     "experiment",
     "export",
+    "inspect",
     "list_models",
     "load",
     "load_data",
@@ -35,11 +37,13 @@ __all__ = [
 if TYPE_CHECKING:  # what editors and type checkers see
     from mnistlab.api import (
         Data,
+        Inspection,
         TrainResult,
         confirm,
         evaluate,
         experiment,
         export,
+        inspect,
         list_models,
         load,
         load_data,

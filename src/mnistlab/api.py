@@ -2,6 +2,7 @@
 
     model = ml.load("final")                 # the shipped model, ready for inference
     print(ml.summary(model))                 # shapes, params, RF, jump, start, MACs
+    view = ml.inspect("final", digit=0)      # per layer: receptive field on a digit, maps
     result = ml.train(Net(), epochs=2)       # your own nn.Module, or a registered name
     ml.evaluate(result)["accuracy"]
     ml.plot_run(result)                      # a matplotlib Figure, shown inline in Jupyter
@@ -35,6 +36,7 @@ from mnistlab.inference.classify import (
     predict_items,
 )
 from mnistlab.inference.exporters import export_info, export_model
+from mnistlab.inference.inspection import Inspection, inspect
 from mnistlab.inference.onnxfile import OnnxModel, is_onnx_file
 from mnistlab.models import FINAL, LOG_PROBS, build, check_fits, list_models
 from mnistlab.models.spec import MAIN, spec_of
@@ -56,10 +58,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Data",
+    "Inspection",
     "TrainResult",
     "evaluate",
     "experiment",
     "export",
+    "inspect",
     "load",
     "list_models",
     "load_data",

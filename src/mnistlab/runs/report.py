@@ -19,6 +19,7 @@ import matplotlib.style
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from mnistlab.config import LAST_N, load_config
@@ -26,13 +27,20 @@ from mnistlab.data import datasets as data
 from mnistlab.errors import MnistlabError, arg
 from mnistlab.fileio import replace_folder, write_files
 from mnistlab.runs.compare import format_table, run_dataset, summarize_run
-from mnistlab.runs.figures import FigureWriter, new_figure, png_bytes
+from mnistlab.runs.figures import (
+    FigureWriter,
+    new_figure,
+    place_labels,
+    plain_log_axis,
+    png_bytes,
+    renderer_of,
+)
 from mnistlab.runs.rundir import Run, find_runs, read_predictions, read_run
 
 # Figure sizes in inches; at DPI dots per inch a (10, 4) figure is a 1000x400 PNG.
 FIGSIZES = {
     "curves": (10, 4),
-    "params": (8, 5),
+    "params": (10, 6.4),
     "confusion": (6, 5.5),
     "per_class": (8, 4),
 }
@@ -162,6 +170,7 @@ def curves_figure(run: Run, acc_floor: float | Literal["dataset"] | None = "data
     floor_note = f" (axis from {floor:g}%)" if lowest - 0.2 < floor else ""
     acc_ax.set(title=f"Accuracy{floor_note}", xlabel="epoch", ylabel="accuracy (%)")
     loss_ax.set_yscale("log")  # late epochs differ by a factor, not by an amount
+    plain_log_axis(loss_ax.yaxis)
     loss_ax.set(title="Loss (log scale)", xlabel="epoch", ylabel="loss")
     for ax in (acc_ax, loss_ax):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -175,49 +184,216 @@ def curves_figure(run: Run, acc_floor: float | Literal["dataset"] | None = "data
     return fig
 
 
-def params_figure(rows: list[dict[str, Any]]) -> Figure:
-    """Last-epochs test accuracy against parameter count: a point per run, a label per experiment.
+# The drill-down's parameter budget: every compact network stays under it. The zoomed panel
+# shows the runs between half of it and it, from ZOOM_BELOW_TARGET points below the target up.
+PARAMS_BUDGET = 8_000
+ZOOM_BELOW_TARGET = 0.1
+ZOOM_MIN_EXPERIMENTS = 2  # fewer in the dense region: no zoomed panel, one plot
+ZOOM_GAP = 1.2  # columns of empty space between parameter counts in the zoomed panel
+KEY_COLUMNS = 4
+LABEL_SIZE = 9  # points: the labels and the key, readable at the README's width
+FINAL_STYLE = {"marker": "*", "s": 190, "color": "C3", "edgecolors": "white", "zorder": 5}
 
-    Runs of one experiment (seeds) share a label. Runs below the axis floor (a partial seed run
-    after one epoch, say) sit on the floor as a down-pointing triangle, their value in the label.
-    Each dataset's target is a dashed line; the floor sits below the lowest one.
+
+def marker_ids(names: list[str]) -> dict[str, str]:
+    """The short label each experiment's points carry: its number ("19" for 19-thin-stem),
+    else its name; the key below the plot says which is which."""
+    numbers = {name: re.match(r"\d+(?=[-_ ])", name) for name in names}
+    ids = {name: m.group() if m else name for name, m in numbers.items()}
+    shared = {i for i in ids.values() if list(ids.values()).count(i) > 1}
+    return {name: name if i in shared else i for name, i in ids.items()}
+
+
+def key_entry(name: str, marker: str, group: list[dict[str, Any]], floor: float) -> str:
+    """ "19 thin-stem (4 runs)", "seed (2 runs, partial, lowest 98.69%)" """
+    rest = name.removeprefix(marker).lstrip("-_ ") if marker != name else name
+    notes = [f"{len(group)} runs"] if len(group) > 1 else []
+    if any(not row["finished"] for row in group):
+        notes.append("partial")
+    lowest = min(row["last3_test_acc"] for row in group)
+    if lowest < floor:
+        notes.append(f"lowest {lowest:.2f}%")
+    entry = rest + (f" ({', '.join(notes)})" if notes else "")
+    return entry if marker == name else f"{marker}  {entry}"
+
+
+def params_figure(rows: list[dict[str, Any]], final: str | None = None) -> Figure:
+    """Last-epochs test accuracy against parameter count: a point per run, its experiment's
+    number beside it, a key to the numbers below the plot.
+
+    Left, every run on a log axis; runs below the axis floor (a partial seed run after one
+    epoch, say) sit on the floor as a down-pointing triangle, their value in the key. Each
+    dataset's target is a dashed line, the parameter budget a dotted one, and the run named
+    `final` (the shipped model) a red star. Right, zoomed: the dense region under the budget
+    near the target, each experiment a column of its runs, grouped by parameter count.
+    Labels are placed where they overlap no other label or point.
     """
     fig = new_figure(FIGSIZES["params"])
-    ax = fig.subplots()
     specs = {row["dataset"]: data.get_spec(row["dataset"]) for row in rows}
     floor = min((below_target(s, PARAMS_BELOW_TARGET) for s in specs.values()), default=0.0)
     experiments: dict[str, list[dict[str, Any]]] = {}
     for row in (r for r in rows if r["last3_test_acc"] is not None):
         experiments.setdefault(row["experiment"], []).append(row)
-    for name, group in experiments.items():
+    ids = marker_ids(list(experiments))
+    zoom = zoom_region(experiments, specs)
+    key_rows = max(1, -(-len(experiments) // KEY_COLUMNS))
+    grid = fig.add_gridspec(2, 2 if zoom else 1, height_ratios=(8.5, 0.25 + 0.42 * key_rows))
+    ax = fig.add_subplot(grid[0, 0])  # first: axes[0] is the overview
+    zoom_ax = fig.add_subplot(grid[0, 1]) if zoom else None
+    key_ax = fig.add_subplot(grid[1, :])
+
+    final_row = next((r for g in experiments.values() for r in g if r["name"] == final), None)
+    for group in experiments.values():
         for row in group:
             x, y = row["params"], row["last3_test_acc"]
             face = "C0" if row["finished"] else "white"
             marker = "v" if y < floor else "o"
             ax.scatter([x], [max(y, floor)], color=face, edgecolors="C0", marker=marker, zorder=3)
-        label = name if len(group) == 1 else f"{name} ({len(group)} runs)"
-        if any(not row["finished"] for row in group):
-            label += ", partial"
-        lowest = min(row["last3_test_acc"] for row in group)
-        if lowest < floor:
-            label += f": {lowest:.2f}%"
-        top = max(max(row["last3_test_acc"] for row in group), floor)
-        ax.annotate(
-            label, (group[0]["params"], top), xytext=(6, 6), textcoords="offset points", fontsize=9
-        )
+    if final_row is not None:
+        label = f"shipped final ({final_row['experiment']})"
+        y = max(final_row["last3_test_acc"], floor)
+        ax.scatter([final_row["params"]], [y], label=label, **FINAL_STYLE)
     for spec in specs.values():
         # One dataset: "99.4%" as ever; several: each line names its dataset.
         target_line(ax, spec.target, f"{spec.name} {spec.target:g}%" if len(specs) > 1 else "")
+    ax.axvline(
+        PARAMS_BUDGET, color="C2", linestyle=":", linewidth=1.5,
+        label=f"{PARAMS_BUDGET:,}-parameter budget",
+    )  # fmt: skip
     ax.set_xscale("log")
-    ax.margins(x=0.25, y=0.2)  # room for the point labels
+    plain_log_axis(ax.xaxis, between=False)  # "200,000" and "300,000" would collide
+    ax.margins(x=0.15, y=0.12)
     ax.set(
-        title=f"Test accuracy (mean of the last {LAST_N} epochs) against parameters",
+        title="All runs" if zoom else "",
         xlabel="parameters (log scale)",
         ylabel="test accuracy (%)",
     )
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    legend = ax.legend(loc="best", fontsize=8)  # where it covers the fewest points
+    tops: list[tuple[str, float, float]] = []
+    if zoom:
+        low, high, zoom_floor, names = zoom
+        top = max(r["last3_test_acc"] for n in names for r in experiments[n]) + 0.04
+        region = Rectangle(
+            (low, zoom_floor), high - low, top - zoom_floor,
+            fill=False, edgecolor="0.4", linestyle="--", linewidth=0.8, zorder=1,
+        )  # fmt: skip
+        region.set_gid("zoom-region")
+        ax.add_patch(region)
+        tops = zoom_panel(zoom_ax, {n: experiments[n] for n in names}, ids, zoom, top, final_row)
+    fig.suptitle(f"Test accuracy (mean of the last {LAST_N} epochs) against parameters")
+    key_panel(key_ax, experiments, ids, floor)
+
+    # Labels last, once the layout is frozen: they are placed by pixels.
+    renderer = renderer_of(fig)
+    taken = [legend.get_window_extent(renderer)]
+    zoomed = set(zoom[3]) if zoom else set()
+    outside = [
+        (ids[name], group[0]["params"], max(max(r["last3_test_acc"] for r in group), floor))
+        for name, group in experiments.items()
+        if name not in zoomed
+    ]
+    place_labels(ax, outside, renderer, taken, LABEL_SIZE)
+    if zoom_ax is not None:
+        place_labels(zoom_ax, tops, renderer, [], LABEL_SIZE)
     return fig
+
+
+def zoom_region(
+    experiments: dict[str, list[dict[str, Any]]], specs: dict[str, data.DatasetSpec]
+) -> tuple[int, int, float, list[str]] | None:
+    """(lowest params, highest params, accuracy floor, experiments) of the zoomed panel: the
+    runs of the most common dataset between half the budget and the budget, from just below
+    its target up; None when too few experiments fall there to need a zoom."""
+    counts = [row["dataset"] for group in experiments.values() for row in group]
+    if not counts:
+        return None
+    spec = specs[max(set(counts), key=counts.count)]
+    low, high = PARAMS_BUDGET // 2, PARAMS_BUDGET
+    floor = below_target(spec, ZOOM_BELOW_TARGET)
+    names = [
+        name
+        for name, group in experiments.items()
+        if any(
+            r["dataset"] == spec.name
+            and low <= r["params"] <= high
+            and r["last3_test_acc"] >= floor
+            for r in group
+        )
+    ]
+    return (low, high, floor, names) if len(names) >= ZOOM_MIN_EXPERIMENTS else None
+
+
+def zoom_panel(
+    ax: Axes,
+    experiments: dict[str, list[dict[str, Any]]],
+    ids: dict[str, str],
+    zoom: tuple[int, int, float, list[str]],
+    top: float,
+    final_row: dict[str, Any] | None,
+) -> list[tuple[str, float, float]]:
+    """The dense region: a column per experiment, its runs side by side within it, columns
+    grouped by parameter count (the tick under each group). Runs under the panel's floor sit
+    on it as down-pointing triangles. Returns each column's label and top point."""
+    low, high, floor, _ = zoom
+    order = sorted(
+        experiments, key=lambda n: (experiments[n][0]["params"], list(experiments).index(n))
+    )
+    x, ticks, tops, last = 0.0, {}, [], None
+    for name in order:
+        group = experiments[name]
+        params = group[0]["params"]
+        if last is not None:
+            x += 1 + (ZOOM_GAP if params != last else 0)
+        last = params
+        ticks.setdefault(params, []).append(x)
+        values = [row["last3_test_acc"] for row in group]
+        # A line from the column's lowest run to its highest ties its points together.
+        ax.plot([x, x], [max(min(values), floor), max(values)], color="C0", lw=0.8, alpha=0.5)
+        # Runs of one experiment spread a little across their column: equal values stay seen.
+        spread = np.linspace(-0.15, 0.15, len(group)) if len(group) > 1 else np.zeros(1)
+        for dx, row in zip(spread, group, strict=True):
+            y = row["last3_test_acc"]
+            face = "C0" if row["finished"] else "white"
+            ax.scatter(
+                [x + dx], [max(y, floor)], s=20, color=face, edgecolors="C0",
+                marker="v" if y < floor else "o", zorder=3, clip_on=False,
+            )  # fmt: skip
+            if row is final_row:
+                ax.scatter([x + dx], [y], **FINAL_STYLE)
+        tops.append((ids[name], x, max(max(values), floor)))
+    # Every other parameter count on a grey band, so that each column's count is plain.
+    for k, xs in enumerate(ticks.values()):
+        if k % 2:
+            ax.axvspan(min(xs) - 0.5 - ZOOM_GAP / 2, max(xs) + 0.5 + ZOOM_GAP / 2, color="0.93")
+    target = next(s.target for s in (data.get_spec(g[0]["dataset"]) for g in experiments.values()))
+    target_line(ax, target)
+    ax.set_xticks([sum(xs) / len(xs) for xs in ticks.values()], [f"{p:,}" for p in ticks])
+    ax.tick_params(axis="x", labelsize=8)
+    ax.set_xlim(-0.5 - ZOOM_GAP / 2, x + 0.5 + ZOOM_GAP / 2)
+    ax.set_ylim(floor, top)
+    ax.set(
+        title=f"Zoom: {low:,}-{high:,} parameters, {floor:g}% and up",
+        xlabel="parameters (each experiment a column)",
+    )
+    ax.grid(alpha=0.3, axis="y")
+    return tops
+
+
+def key_panel(
+    ax: Axes, experiments: dict[str, list[dict[str, Any]]], ids: dict[str, str], floor: float
+) -> None:
+    """The key to the labels: one entry per experiment, in columns, in run order."""
+    ax.axis("off")
+    names = list(experiments)
+    rows = max(1, -(-len(names) // KEY_COLUMNS))
+    for k, name in enumerate(names):
+        column, row = divmod(k, rows)
+        ax.text(
+            column / KEY_COLUMNS, 1 - (row + 0.5) / rows,
+            key_entry(name, ids[name], experiments[name], floor),
+            transform=ax.transAxes, va="center", ha="left", fontsize=LABEL_SIZE,
+        )  # fmt: skip
 
 
 def confusion_figure(confusion: np.ndarray, classes: tuple[str, ...]) -> Figure:
@@ -441,7 +617,9 @@ def write_report(
             "## Across experiments",
             "",
             figures.write(
-                params_figure(rows), "params-accuracy", "Test accuracy against parameters"
+                params_figure(rows, final_run.name),
+                "params-accuracy",
+                "Test accuracy against parameters",
             ),
             "",
             format_table(rows, "markdown"),
