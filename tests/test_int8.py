@@ -1,9 +1,14 @@
 """int8 ONNX export (static quantization calibrated on training images) and ONNX files
 evaluated through ONNX Runtime."""
 
+import base64
 import json
+import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -66,19 +71,29 @@ def test_an_onnx_file_that_cannot_be_read_is_one_line(tmp_path, cli) -> None:
 
 EXAMPLES = sorted(str(p) for p in (Path(__file__).parents[1] / "examples" / "digits").glob("*.*"))
 EXAMPLES = [p for p in EXAMPLES if not p.endswith(".py")]
-NO_TORCH = "import sys; sys.modules['torch'] = None  # importing torch fails\n"
+
+
+def without_torch(tmp_path: Path) -> dict[str, str]:
+    """An environment whose processes (and their children) fail to import torch, as where it
+    is not installed; mnistlab from this source tree."""
+    blocked = tmp_path / "notorch" / "torch"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text("raise ImportError('No module named torch')\n")
+    src = Path(ml.__file__).parents[1]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocked.parent), str(src)])}
 
 
 def test_predict_from_an_onnx_file_needs_no_torch(tmp_path) -> None:
-    """`mnistlab predict --checkpoint FILE.onnx` in a process where `import torch` fails reads
-    the example digits as the torch model does."""
+    """`mnistlab predict --checkpoint FILE.onnx` where torch cannot be imported reads the
+    example digits as the torch model does."""
     path = ml.export("final", tmp_path / "final.onnx")
-    script = NO_TORCH + "from mnistlab.cli import main; sys.exit(main(sys.argv[1:]))"
     done = subprocess.run(
-        [sys.executable, "-c", script, "predict", "--checkpoint", str(path), "--json", *EXAMPLES],
+        [sys.executable, "-m", "mnistlab", "predict", "--checkpoint", str(path), "--json"]
+        + EXAMPLES,
         capture_output=True,
         text=True,
         timeout=120,
+        env=without_torch(tmp_path),
     )
     assert done.returncode == 0, done.stderr
     by_onnx = json.loads(done.stdout)
@@ -87,3 +102,51 @@ def test_predict_from_an_onnx_file_needs_no_torch(tmp_path) -> None:
     assert [r["name"] for r in by_onnx] == by_torch.names
     via_api = ml.predict(EXAMPLES, model=path)
     assert np.allclose(via_api.probabilities, by_torch.probabilities, atol=1e-4)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_from_an_int8_onnx_file_needs_no_torch(tmp_path) -> None:
+    """Two server processes where torch cannot be imported: the page's model info says why
+    there is no overlay, and a drawing is answered without saliency."""
+    path = ml.export("final", tmp_path / "int8.onnx", int8=True)
+    port = free_port()
+    command = [sys.executable, "-m", "mnistlab", "serve", "--checkpoint", str(path)]
+    server = subprocess.Popen(
+        [*command, "--port", str(port), "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=without_torch(tmp_path),
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/api/model", timeout=5) as response:
+                    info = json.load(response)
+                break
+            except OSError:
+                assert server.poll() is None, server.stdout.read()
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.3)
+        assert info["saliency"].startswith("an ONNX file has no gradients")
+        image = "data:image/png;base64," + base64.b64encode(Path(EXAMPLES[0]).read_bytes()).decode()
+        request = urllib.request.Request(
+            f"{base}/api/predict",
+            data=json.dumps({"image": image}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answer = json.load(response)
+        assert answer["saliency"] is None
+        assert answer["digit"] == ml.predict(EXAMPLES[0]).labels[0]
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=30)[0]
+    assert "Traceback" not in output

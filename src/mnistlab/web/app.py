@@ -62,6 +62,24 @@ class Classifier:
     """The model, loaded once, and what the page shows about it."""
 
     def __init__(self, checkpoint: str | Path | None = None):
+        from mnistlab.inference.onnxfile import OnnxModel, is_onnx_file
+
+        if is_onnx_file(checkpoint):
+            # ONNX Runtime alone: neither torch nor the training code is imported.
+            self.model = OnnxModel(checkpoint, threads=1)
+            self.mean, self.std = self.model.mean, self.model.std
+            self.classes = self.model.classes
+            self.saliency = False
+            self.info = {
+                "name": self.model.meta.get("model"),
+                "parameters": None,  # a graph's initializers are not the network's parameters
+                "test_accuracy": None,
+                "dataset": self.model.meta.get("dataset", "mnist"),
+                "classes": list(self.classes),
+                "checkpoint": Path(checkpoint).name,
+                "saliency": "an ONNX file has no gradients to show which pixels drove it",
+            }
+            return
         from mnistlab.data.datasets import normalization, recorded_dataset
         from mnistlab.inference.classify import checkpoint_path
         from mnistlab.models.summary import count_parameters
@@ -69,6 +87,7 @@ class Classifier:
 
         path = checkpoint_path(checkpoint)
         self.model, meta = load_model(path)
+        self.saliency = True
         self.mean, self.std = normalization(meta)
         dataset = recorded_dataset(meta)
         self.classes = dataset.classes
@@ -80,13 +99,13 @@ class Classifier:
             "dataset": dataset.name,
             "classes": list(dataset.classes),  # names by class, for the page's bars
             "checkpoint": path.name,
+            "saliency": None,  # None: shown; else why not
         }
 
     def predict(self, data: bytes, preview: int = 0) -> dict[str, Any]:
         """An image file's bytes -> class, its name, probabilities, input image and saliency;
         with `preview` > 0 also the decoded image as a PNG data URL that many pixels wide."""
         from mnistlab.inference.classify import Prediction, rank
-        from mnistlab.inference.saliency import gradient_x_input
 
         try:
             gray = decode(data)
@@ -97,13 +116,18 @@ class Classifier:
         result = Prediction(file="upload")
         rank(self.model, [result], [image], self.mean, self.std, self.classes)
         label = result.prediction
-        saliency = gradient_x_input(self.model, image, self.mean, self.std, label)
+        saliency = None
+        if self.saliency:
+            from mnistlab.inference.saliency import gradient_x_input
+
+            saliency = gradient_x_input(self.model, image, self.mean, self.std, label)
+            saliency = np.round(saliency, 3).tolist()
         answer = {
             "digit": label,  # the class number (the key was named when MNIST was all there was)
             "name": result.name,
             "probabilities": [round(float(p), 5) for p in result.probabilities],
             "image": np.round(image, 3).tolist(),
-            "saliency": np.round(saliency, 3).tolist(),
+            "saliency": saliency,  # None without torch (an ONNX file)
         }
         if preview:
             answer["preview"] = preview_png(gray, preview)
@@ -381,9 +405,12 @@ def create_app(classifier: Classifier, *, threads: int = THREADS, delay: float =
 
 def one_torch_thread() -> None:
     """One intra-op thread per request being classified: the network is far too small to
-    gain from splitting one image across cores, and concurrent requests already fill them."""
-    import torch
-
+    gain from splitting one image across cores, and concurrent requests already fill them.
+    (Nothing to set where torch is absent: an ONNX file's session has one thread.)"""
+    try:
+        import torch
+    except ImportError:
+        return
     torch.set_num_threads(1)
 
 

@@ -310,7 +310,7 @@ function paintInput() {
       const i = 4 * (SEEN * r + c);
       const v = 255 * lastResult.image[r][c];
       let [red, green, blue] = [v, v, v];
-      if (overlay.checked) {
+      if (overlay.checked && lastResult.saliency) {
         const s = lastResult.saliency[r][c];
         const a = Math.min(1, Math.abs(s) * 2.5);
         const tint = s > 0 ? [255, 80, 40] : [40, 140, 255];
@@ -348,8 +348,14 @@ drop.addEventListener("drop", (event) => {
 fetch("/api/model").then((r) => r.json()).then((m) => {
   const dataset = DATASET_TITLES[m.dataset] ?? m.dataset ?? "MNIST";
   const acc = m.test_accuracy == null ? "" : ` · ${m.test_accuracy}% on the ${dataset} test set`;
-  document.getElementById("model").textContent =
-    `Model ${m.name} · ${m.parameters.toLocaleString("en")} parameters${acc}`;
+  const params = m.parameters == null ? m.checkpoint : `${m.parameters.toLocaleString("en")} parameters`;
+  document.getElementById("model").textContent = `Model ${m.name} · ${params}${acc}`;
+  if (m.saliency) {  // why the overlay cannot be shown (an ONNX file has no gradients)
+    overlay.checked = false;
+    overlay.disabled = true;
+    overlay.parentElement.title = m.saliency;
+    overlay.parentElement.append(` (not available: ${m.saliency})`);
+  }
   if (m.dataset && m.dataset !== "mnist") {  // the page says "digit" for MNIST only
     const heading = `Draw or upload a ${dataset} image`;
     document.querySelector("h1").textContent = heading;
