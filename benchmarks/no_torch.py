@@ -33,10 +33,12 @@ def extra_packages(names: list[str]) -> list[str]:
     packages: list[str] = []
     for name in names:
         for requirement in extras[name]:
-            if requirement.startswith("mnistlab["):
-                packages += extra_packages(requirement[9:-1].split(","))
-            elif requirement not in packages:
-                packages.append(requirement)
+            nested = requirement.startswith("mnistlab[")
+            for package in (
+                extra_packages(requirement[9:-1].split(",")) if nested else [requirement]
+            ):
+                if package not in packages:
+                    packages.append(package)
     return packages
 
 
