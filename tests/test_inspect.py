@@ -220,7 +220,8 @@ def test_a_network_whose_rf_summary_cannot_follow_gets_no_box():
             self.a, self.b = nn.Conv2d(1, 2, 3), nn.Conv2d(2, 10, 26)
 
         def forward(self, x):
-            return self.b(torch.relu(self.a(x))).flatten(1)  # relu between: not a chain
+            # a functional pool between: summary cannot follow it
+            return self.b(nn.functional.max_pool2d(self.a(x), 1)).flatten(1)
 
     result = inspect(Functional(), image=SEVEN, device="cpu")
     first, second = result.layers

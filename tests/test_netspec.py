@@ -121,6 +121,10 @@ def test_net_tables_round_trip_through_toml():
         assert from_dict(tomllib.loads(dumps_toml(to_dict(cfg)))) == cfg
 
 
+C4 = {"type": "conv", "out": 4}
+HEAD = THIN_STEM_LAYERS["layers"][-2:]
+
+
 @pytest.mark.parametrize(
     ("net", "message"),
     [
@@ -138,6 +142,49 @@ def test_net_tables_round_trip_through_toml():
         ({"blocks": [[4], [8]], "squeeze": [1, 2]}, "net.squeeze must have one width per pool"),
         ({"blocks": [[4]], "width": 3}, "net.width is not a key of [net]"),
         ({"blocks": [[4], [8]], "dropout": 1.5}, "net.dropout must be in [0, 1)"),
+        # richer layers
+        (
+            {"layers": [{"type": "conv", "out": 8, "kind": "depthwise"}]},
+            "net.layers[0].kind must be one of conv, separable, grouped, got 'depthwise'",
+        ),
+        (
+            {"layers": [{"type": "conv", "out": 8, "groups": 2}]},
+            'net.layers[0].groups is a key of grouped convs only; drop it or set kind = "grouped"',
+        ),
+        (
+            {"layers": [C4, {"type": "conv", "out": 6, "kind": "grouped", "groups": 4}, *HEAD]},
+            "net.layers[1].groups must divide the conv's input and output channels (4 and 6)",
+        ),
+        (
+            {"layers": [{"type": "conv", "out": 8, "bottleneck": -1}]},
+            "net.layers[0].bottleneck must be in [0, 4096] (0: none), got -1",
+        ),
+        (
+            {"layers": [C4, {"type": "se", "reduction": 0}, *HEAD]},
+            "net.layers[1].reduction must be in [1, 4096], got 0",
+        ),
+        ({"layers": [C4, {"type": "residual"}]}, "net.layers[1].layers is required"),
+        (
+            {"layers": [C4, {"type": "residual", "layers": [{"type": "relu", "p": 1}]}]},
+            "net.layers[1].layers[0].p is not a key of a relu layer",
+        ),
+        (
+            {"layers": [C4, {"type": "residual", "layers": [C4]}, *HEAD]},
+            "net.layers[1] cannot add its body's 4x24x24 output to its 4x26x26 input",
+        ),
+        (
+            {"layers": [{"type": "residual", "layers": [{"type": "relu"}] * 300}]},
+            "net.layers[0].layers[255] brings the network past 256 layers",
+        ),
+        ({"blocks": [[4], [8]], "kind": ["conv"]}, "net.kind must have one entry per block (2)"),
+        ({"blocks": [[4], [8]], "kind": ["conv", "dw"]}, "net.kind[1] must be one of conv, "),
+        (
+            {"blocks": [[4], [6]], "kind": ["conv", "grouped"], "groups": [2, 4]},
+            "net.groups[1] = 4 must divide the input and output channels of block 1's grouped "
+            "convs, got 4 -> 6",
+        ),
+        ({"blocks": [[4]], "se": [-1]}, "net.se[0] must be in [0, 4096] (0: none), got -1"),
+        ({"blocks": [[4]], "residual": ["yes"]}, "net.residual[0] must be bool, got 'yes'"),
     ],
 )
 def test_a_bad_net_is_one_line_naming_the_key(net, message, tmp_path, capsys):

@@ -391,11 +391,47 @@ class Residual(nn.Module):
 
 
 @pytest.mark.parametrize("inplace", [False, True])
-def test_rf_of_a_residual_sum_is_unknown(inplace):
+def test_rf_follows_a_residual_sum_in_forward_and_the_larger_path_wins(inplace):
     model = nn.Sequential(nn.Conv2d(1, 4, 3), Residual(inplace))
     s = summarize(model)
-    assert rf_chain(model) == [(3, 1, 1.5), (5, 1, 1.5), (None, None, None)]
-    assert "ReLU-3 (its input is not the previous layer's output" in s.rf_note
+    # conv 3x3: [u, u+3); padded conv on it: [u-1, u+4), RF 5; the sum with the identity
+    # [u, u+3) is the box around both: RF 5, start 1.5, whether `out + x` or `out += x`.
+    assert rf_chain(model) == [(3, 1, 1.5), (5, 1, 1.5), (5, 1, 1.5)]
+    assert s.rf_note is None
+
+
+class FunctionalPool(nn.Module):
+    """A pool as a call in forward(): no module to read its window from."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(nn.functional.max_pool2d(self.a(x), 2)))
+
+
+def test_rf_is_unknown_past_an_operation_it_does_not_follow():
+    s = summarize(FunctionalPool())
+    assert rf_chain(FunctionalPool()) == [(3, 1, 1.5), (None, None, None)]
+    assert s.rf_note == (
+        "RF unknown past layer 1: Conv2d-2 (it reads max_pool2d() in forward(), which this "
+        "tool does not follow)"
+    )
+
+
+def test_rf_follows_elementwise_calls_and_flattening_views_in_forward():
+    class Functional(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 3)
+            self.fc = nn.Linear(2 * 24 * 24, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.b(torch.relu(self.a(x * 2 - 1)))
+            return self.fc(y.view(y.shape[0], -1))
+
+    assert rf_chain(Functional()) == [(3, 1, 1.5), (5, 1, 2.5), (28, 1, 14.0)]
 
 
 def test_rf_in_place_activation_keeps_the_chain():
@@ -403,10 +439,20 @@ def test_rf_in_place_activation_keeps_the_chain():
     assert rf_chain(model) == [(3, 1, 1.5), (3, 1, 1.5), (5, 1, 2.5)]
 
 
-def test_rf_of_non_square_layers_is_unknown():
+def test_rf_of_non_square_layers_is_height_by_width():
     model = non_square_net()
-    assert rf_chain(model) == [(None, None, None)] * 2
-    assert "height and width" in summarize(model).rf_note
+    s = summarize(model)
+    # (3, 1): rows [u, u+3), columns [u, u+1); then (1, 3): both 3, square again.
+    assert rf_chain(model) == [(None, None, None), (3, 1, 1.5)]
+    first = s.layers[0]
+    assert [(a.rf, a.jump, a.start) for a in first.axes] == [(3, 1, 1.5), (1, 1, 0.5)]
+    assert s.rf_note is None
+    row = next(line for line in format_table(s).splitlines() if "Conv2d-1" in line)
+    assert row.split()[-4:-1] == ["3x1", "1", "1.5x0.5"]
+    assert "hxw: height, then width, where the two differ" in str(s)
+    last = summarize(nn.Sequential(nn.Conv2d(1, 4, (3, 1), stride=(1, 2))))
+    assert (last.rf, last.rf_hw, last.jump_hw) == (None, [3, 1], [1, 2])
+    assert "Receptive field: 3x1  jump: 1x2" in str(last)
 
 
 # ----------------------------------------------------------------------------- seed model
@@ -499,6 +545,16 @@ CASES = {
     "residual": residual_net,
     "in_place_relu": in_place_relu_net,
     "non_square": non_square_net,
+    "richer_net": lambda: build(
+        {
+            "blocks": [[4, 8], [8, 8]],
+            "squeeze": [4],
+            "kind": ["separable", "grouped"],
+            "bottleneck": [0, 4],
+            "residual": [False, True],
+            "se": [2, 2],
+        }
+    ),
 }
 
 

@@ -94,7 +94,11 @@ def unit_box(layer: Layer, unit: tuple[int, int]) -> Box | None:
         return None
     assert layer.start is not None and layer.jump is not None
     # start is the centre of unit 0's RF: rf pixels wide, so start - rf/2 is a whole number.
-    corners = [layer.start - layer.rf / 2 + i * layer.jump for i in unit]
+    # A global layer's every unit sees the same pixels (after a squeeze-and-excitation gate
+    # its map may be larger than 1x1): no shift by unit.
+    corners = [
+        layer.start - layer.rf / 2 + (0 if layer.is_global else i * layer.jump) for i in unit
+    ]
     top, left = (round(c) for c in corners)
     return Box(top, left, top + layer.rf, left + layer.rf)
 

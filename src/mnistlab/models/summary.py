@@ -2,9 +2,13 @@
 
 One forward pass of a zero batch (batch size 1, eval mode, no grad) with hooks on the leaf
 modules records each leaf layer in execution order, as torchsummary does. The receptive field
-(RF) walk then follows that order, which is right for chains of layers; when a layer's input is
-not the previous layer's output, unchanged (a branch, a residual sum, a call such as F.relu in
-forward()), the RF column ends there with a mark rather than a guess.
+(RF) follows the graph, not that order: every tensor of the pass carries what its units see
+(a Field), set by the hooks for a leaf layer's output from its input's, and by a
+TorchFunctionMode for what operations in forward() make (x + y, F.relu, flatten, view, cat
+along channels, mean over the map). Where paths join (a residual sum, Add, Mul, cat) each unit
+sees what the units at its place on every path see: the box around them, so the largest path
+wins. An operation it does not follow (F.max_pool2d, F.interpolate, slicing) makes what it
+returns unknown, and every row that reads it gets a mark rather than a guess.
 
 Receptive field arithmetic (A. Dang-Ha The Hien, "A guide to receptive field arithmetic"),
 generalised so that it stays exact for every layer it accepts: along one axis, unit i of a map
@@ -23,20 +27,28 @@ report the RF (largest and smallest when units differ), the jump (mean spacing o
 "~" when uneven) and the start (centre of unit 0's RF). RFs count padding as pixels, so a
 padded network's RF can exceed its input.
 
-Global pooling (adaptive pooling to 1x1, or a Linear layer on a flattened map) sees the whole
-last map: its RF is the union of that map's units, and its jump stays the last map's, marked
-global. Every layer after it sees the whole input too.
+Global pooling (adaptive pooling to 1x1, a mean over the map, or a Linear layer on a flattened
+map) sees the whole last map: its RF is the union of that map's units, and its jump stays the
+last map's, marked global. Every layer after it sees the whole input too; so does a map
+multiplied by such a value (squeeze-and-excitation's gate): its RF is that of the gate, and
+its jump still follows the map through later layers, up to its own global pool.
+
+Height and width are followed apart: where they differ (a 3x1 kernel), the columns show
+"3x1", and only the `axes` of a row (and `rf_hw`, `jump_hw` of the summary) hold the numbers.
 """
 
+import functools
 import html
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from mnistlab.errors import MnistlabError
+from mnistlab.models.layers import Add, Mul
 
 BYTES_PER_VALUE = 4  # float32, as torchsummary assumes
 MB = 1024**2
@@ -211,7 +223,7 @@ def find_rule(module: nn.Module) -> Rule | None:
     return next((RULES[t] for t in type(module).__mro__ if t in RULES), None)
 
 
-# ----------------------------------------------------------------------------- the walk
+# ----------------------------------------------------------------------------- the graph
 
 
 @dataclass
@@ -228,6 +240,231 @@ class Layer:
     rf_min: int | None = None  # the smallest RF of a unit; equal to rf unless units differ
     uneven: bool = False  # neighbouring units are unevenly spaced; jump is the mean
     is_global: bool = False  # every unit sees the whole input (after a global pool)
+    # Height's and width's numbers whenever the RF is known; rf, rf_min, jump and start
+    # above are set only when the two agree (a 3x1 kernel makes them differ).
+    axes: list[AxisStats] | None = None
+
+
+# Leaf layers that join two tensors elementwise: each unit sees what both inputs' units at
+# its place see (broadcasting a 1x1 gate that sees the whole input makes every unit global).
+JOINS: tuple[type, ...] = (Add, Mul)
+
+
+@dataclass(frozen=True)
+class Field:
+    """What each unit of one tensor sees: the RF state that flows along the graph."""
+
+    axes: tuple[Axis, Axis] = (Axis(), Axis())
+    sizes: tuple[int, int] = (1, 1)  # its map's height and width (a flattened map's too)
+    # Once every unit sees the whole input: per axis, (jump, uneven) of the map it pooled.
+    global_jump: tuple[tuple[int | float, bool], ...] | None = None
+    # A map that sees the whole input through a gate (squeeze-and-excitation) is still a map:
+    # what its units see along the map alone, followed so that its jump stays the map's.
+    local: tuple[Axis, Axis] | None = None
+    unknown: str | None = None  # why the RF is unknown (then every other field is moot)
+
+    def stats(self) -> tuple[AxisStats, AxisStats] | None:
+        """Height's and width's numbers; None when unknown."""
+        if self.unknown is not None:
+            return None
+        height, width = (axis_stats(a) for a in self.axes)
+        if self.global_jump is None:
+            return height, width
+        (jh, uh), (jw, uw) = self.global_jump
+        return replace(height, jump=jh, uneven=uh), replace(width, jump=jw, uneven=uw)
+
+
+def _unknown(why: str) -> Field:
+    return Field(unknown=why)
+
+
+def _go_global(field: Field, axes: tuple[Axis, ...] | list[Axis]) -> Field:
+    jumps = tuple((s.jump, s.uneven) for s in map(axis_stats, field.axes))
+    return replace(field, axes=(axes[0], axes[1]), global_jump=jumps)
+
+
+def _whole(field: Field) -> tuple[Axis, Axis]:
+    return tuple(whole_axis(a, n) for a, n in zip(field.axes, field.sizes, strict=True))
+
+
+def _covers(new: Axis, whole: Axis) -> bool:
+    lo, hi = new.span(0)
+    whole_lo, whole_hi = whole.span(0)
+    return lo <= whole_lo and hi >= whole_hi
+
+
+def after_layer(field: Field, module: nn.Module, in_shape: tuple, out_shape: tuple) -> Field:
+    """The field of a one-input layer's output, from its input's."""
+    if field.unknown is not None:
+        return field
+    if field.global_jump is not None:
+        if field.local is not None:  # every unit sees the whole input; its map goes on
+            field = _along_map(field, module, in_shape, out_shape)
+    elif isinstance(module, nn.Linear):
+        if len(in_shape) != 2:
+            return _unknown("it mixes values along one axis of a map")
+        field = _go_global(field, _whole(field))  # on a flattened map: each output sees all
+    else:
+        field = _spatial(field, module, in_shape, out_shape)
+        if field.unknown is not None:
+            return field
+    if len(out_shape) == 4:
+        field = replace(field, sizes=(out_shape[2], out_shape[3]))
+    return field
+
+
+def _along_map(field: Field, module: nn.Module, in_shape: tuple, out_shape: tuple) -> Field:
+    """A gated global map after a layer: its jump follows the map until a global pool (or a
+    layer that is not followed) ends the map, as after any global pool."""
+    assert field.local is not None
+    shadow = Field(axes=field.local, sizes=field.sizes)
+    if not isinstance(module, nn.Linear):
+        shadow = _spatial(shadow, module, in_shape, out_shape)
+    if shadow.unknown is not None or isinstance(module, nn.Linear):
+        return replace(field, local=None)
+    if shadow.global_jump is not None:
+        return replace(field, local=None, global_jump=shadow.global_jump)
+    jumps = tuple((s.jump, s.uneven) for s in map(axis_stats, shadow.axes))
+    return replace(field, local=shadow.axes, global_jump=jumps)
+
+
+def _spatial(field: Field, module: nn.Module, in_shape: tuple, out_shape: tuple) -> Field:
+    rule = find_rule(module)
+    if rule is None:
+        return _unknown("this tool does not know how it changes the receptive field")
+    if rule is _keep:
+        return field
+    if len(in_shape) != 4:
+        return _unknown(f"its input has shape {list(in_shape)}, not N,C,H,W")
+    sizes = (in_shape[2], in_shape[3])
+    new = [rule(module, a, field.axes[a], sizes[a]) for a in (0, 1)]
+    reason = next((r for r in new if isinstance(r, str)), None)
+    if reason is not None:
+        return _unknown(reason)
+    axes = [a for a in new if isinstance(a, Axis)]
+    wholes = [whole_axis(a, n) for a, n in zip(field.axes, sizes, strict=True)]
+    if out_shape[2:] == (1, 1) and all(map(_covers, axes, wholes)):
+        return _go_global(field, axes)
+    return replace(field, axes=(axes[0], axes[1]))
+
+
+def _join_axes(a: Axis, b: Axis) -> Axis | None:
+    """Unit u sees what unit u of both sees (the box around both); None when their units are
+    spaced differently, so that no period describes the sum."""
+    pa, pb = len(a.spans), len(b.spans)
+    if a.shift * pb != b.shift * pa:
+        return None
+    period = math.lcm(pa, pb)
+    spans = tuple(_union([a.span(u), b.span(u)]) for u in range(period))
+    return Axis(spans, a.shift * period // pa)
+
+
+def join(inputs: list[tuple[Field, tuple[int, ...]]], out_shape: tuple[int, ...]) -> Field:
+    """The field of an elementwise join (a sum, a product, a channel concatenation) of
+    tensors with these fields and shapes, broadcast to `out_shape`: the largest path wins."""
+    unknown = next((f for f, _ in inputs if f.unknown is not None), None)
+    if unknown is not None:
+        return unknown
+    local: list[Field] = []
+    whole: list[Field] = []
+    for field, shape in inputs:
+        if field.global_jump is not None:
+            whole.append(field)
+        elif len(shape) == len(out_shape) and shape[2:] == out_shape[2:]:
+            local.append(field)
+        else:
+            return _unknown("it spreads a map that does not see the whole input over a larger one")
+    if local:
+        sizes = {f.sizes for f in local}
+        if len(sizes) > 1:
+            return _unknown("it joins maps of different sizes")
+        axes = list(local[0].axes)
+        for field in local[1:]:
+            joined = [_join_axes(a, b) for a, b in zip(axes, field.axes, strict=True)]
+            if None in joined:
+                return _unknown("it joins maps whose units are spaced differently")
+            axes = [a for a in joined if a is not None]
+        field = replace(local[0], axes=(axes[0], axes[1]))
+        if not whole:
+            return field
+        # A gate that sees the whole input (squeeze-and-excitation): every unit sees all of it,
+        # if the gate sees at least what the map's units see together.
+        gate = _hull(whole)
+        if not all(map(_covers, gate, _whole(field))):
+            return _unknown("it joins a map to a pooled value of another part of the input")
+        return replace(_go_global(field, gate), local=field.axes)
+    return replace(whole[0], axes=_hull(whole))
+
+
+def _hull(fields: list[Field]) -> tuple[Axis, Axis]:
+    """The box around what global fields see (one span an axis)."""
+    height, width = (
+        Axis((_union([f.axes[a].span(0) for f in fields]),), fields[0].axes[a].shift)
+        for a in (0, 1)
+    )
+    return height, width
+
+
+# Operations in forward() the fields follow (in-place variants, add_ and the like, too):
+# elementwise ones join their tensor inputs; reshapes that flatten a map keep its field.
+ELEMENTWISE = frozenset((
+    "add", "sub", "subtract", "rsub", "mul", "multiply", "div", "divide", "true_divide", "neg",
+    "negative", "abs", "pow", "square", "sqrt", "rsqrt", "exp", "log", "clamp", "clip",
+    "maximum", "minimum", "where", "lerp", "addcmul", "addcdiv", "relu", "relu6", "leaky_relu",
+    "elu", "selu", "celu", "gelu", "silu", "mish", "hardswish", "hardsigmoid", "hardtanh",
+    "softplus", "sigmoid", "tanh", "logsigmoid", "threshold", "prelu", "dropout", "dropout1d",
+    "dropout2d", "alpha_dropout", "feature_alpha_dropout", "batch_norm", "contiguous", "clone",
+    "detach", "to", "float", "double", "half", "bfloat16", "__add__", "__radd__", "__iadd__",
+    "__sub__", "__rsub__", "__isub__", "__mul__", "__rmul__", "__imul__", "__truediv__",
+    "__rtruediv__", "__itruediv__", "__neg__", "__pos__", "__abs__", "__pow__", "__rpow__",
+))  # fmt: skip
+RESHAPES = frozenset(("flatten", "view", "reshape", "view_as", "reshape_as", "squeeze"))
+CONCATS = frozenset(("cat", "concat", "concatenate"))
+
+
+def _op_name(func: Callable) -> str:
+    name = getattr(func, "__name__", "") or repr(func)
+    if name.endswith("_") and not name.endswith("__"):  # add_ is add, in place
+        name = name[:-1]
+    return name.lstrip("_") if not name.startswith("__") else name
+
+
+def _argument(args: tuple, kwargs: dict, index: int, name: str) -> object:
+    return kwargs[name] if name in kwargs else args[index] if len(args) > index else None
+
+
+def after_op(
+    func: Callable,
+    args: tuple,
+    kwargs: dict,
+    inputs: list[tuple[Field, tuple[int, ...]]],
+    out: torch.Tensor,
+) -> Field:
+    """The field of what an operation in forward() returns, from its traced inputs'."""
+    name, out_shape = _op_name(func), tuple(out.shape)
+    if all(f.global_jump is not None for f, _ in inputs):
+        return join(inputs, ())  # made from global inputs alone: every unit sees it all
+    if name in ELEMENTWISE:
+        return join(inputs, out_shape)
+    if name in CONCATS:
+        dim = _argument(args, kwargs, 1, "dim") or 0
+        if len(out_shape) == 4 and isinstance(dim, int) and dim % 4 == 1:
+            return join(inputs, out_shape)  # along channels: the maps line up
+    if name in RESHAPES and len(inputs) == 1:
+        field, shape = inputs[0]
+        flattened = (
+            len(shape) == 4 and len(out_shape) == 2 and out_shape[0] == shape[0]
+        ) and math.prod(out_shape) == math.prod(shape)
+        if out_shape == shape or flattened:
+            return field
+    if name in ("mean", "sum", "amax", "amin") and len(inputs) == 1:
+        field, shape = inputs[0]
+        dims = _argument(args, kwargs, 1, "dim")
+        dims = {dims} if isinstance(dims, int) else set(dims or ())
+        if len(shape) == 4 and {d % 4 for d in dims} in ({2, 3}, {1, 2, 3}):
+            return _go_global(field, _whole(replace(field, sizes=(shape[2], shape[3]))))
+    reason = next((f.unknown for f, _ in inputs if f.unknown is not None), None)
+    return _unknown(reason or f"it reads {name}() in forward(), which this tool does not follow")
 
 
 @dataclass
@@ -238,61 +475,92 @@ class Call:
     module: nn.Module
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
-    chained: bool  # its input is the previous call's output (or the model's input), unchanged
+    field: Field  # what each unit of its output sees
 
 
-def _same_values(tensor: object, prev: object, version: int) -> bool:
-    """True if `tensor` is `prev`, or `prev` flattened to (N, -1), neither changed in place."""
-    if not isinstance(tensor, torch.Tensor) or not isinstance(prev, torch.Tensor):
-        return False
-    if tensor._version != version:  # e.g. `out += identity` between two layers
-        return False
-    if tensor is prev:
-        return True
-    return (  # x.view(N, -1) or x.flatten(1) in forward(): a flatten, no new values
-        tensor.dim() == 2
-        and prev.dim() == 4
-        and tensor.is_contiguous()
-        and prev.is_contiguous()
-        and tensor.data_ptr() == prev.data_ptr()
-        and tensor.numel() == prev.numel()
-    )
+class _Trace(TorchFunctionMode):
+    """The field of every tensor of one forward pass: leaf layers' outputs (set by the hooks)
+    and what operations in forward() make of them (set here). Operations inside a leaf layer
+    are its own business: the hooks mark them with `inside`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fields: dict[int, tuple[torch.Tensor, Field]] = {}  # the tensor kept: ids stay
+        self.inside = 0
+
+    def field(self, tensor: object) -> Field | None:
+        entry = self.fields.get(id(tensor))
+        return entry[1] if entry is not None else None
+
+    def set(self, tensor: torch.Tensor, field: Field) -> None:
+        self.fields[id(tensor)] = (tensor, field)
+
+    def traced(self, args: tuple, kwargs: dict) -> list[tuple[Field, tuple[int, ...]]]:
+        tensors = [*args, *kwargs.values()]
+        tensors += [t for a in tensors if isinstance(a, list | tuple) for t in a]
+        found = []
+        for tensor in tensors:
+            field = self.field(tensor)
+            if field is not None and isinstance(tensor, torch.Tensor):
+                found.append((field, tuple(tensor.shape)))
+        return found
+
+    def __torch_function__(
+        self, func: Callable, types: object, args: tuple = (), kwargs: dict | None = None
+    ) -> object:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self.inside:
+            return out
+        inputs = self.traced(args, kwargs)
+        if inputs:
+            if isinstance(out, torch.Tensor):
+                self.set(out, after_op(func, args, kwargs, inputs, out))
+            elif isinstance(out, list | tuple):  # split, chunk, max with indices: not followed
+                why = f"it reads {_op_name(func)}() in forward(), which this tool does not follow"
+                for item in out:
+                    if isinstance(item, torch.Tensor):
+                        self.set(item, _unknown(why))
+        return out
 
 
 def _record_leaf_calls(model: nn.Module, x: torch.Tensor) -> list[Call]:
-    """Every leaf module call of one forward pass, in execution order."""
+    """Every leaf module call of one forward pass, in execution order, with its output's
+    field traced from the input through every path."""
     calls: list[Call] = []
-    last = {"out": x, "version": x._version, "chained": False}
+    trace = _Trace()
+    trace.set(x, Field(sizes=(x.shape[2], x.shape[3]) if x.dim() == 4 else (1, 1)))
     handles = []
 
-    def pre_hook(module, args):
-        # Checked before the module runs: an in-place ReLU bumps its input's version.
-        last["chained"] = bool(args) and _same_values(args[0], last["out"], last["version"])
+    def pre_hook(module: nn.Module, args: tuple) -> None:
+        trace.inside += 1
+
+    def hook(module: nn.Module, args: tuple, output: object, path: str = "") -> None:
+        inp = args[0] if args else None
+        in_shape = tuple(inp.shape) if isinstance(inp, torch.Tensor) else ()
+        out_shape = tuple(output.shape) if isinstance(output, torch.Tensor) else ()
+        inputs = trace.traced(args, {})
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        if isinstance(module, JOINS) and len(inputs) == len(tensors):
+            field = join(inputs, out_shape)
+        elif not isinstance(module, JOINS) and trace.field(inp) is not None:
+            field = after_layer(trace.field(inp), module, in_shape, out_shape)
+        else:  # e.g. a constant, or a tensor this tool did not see made
+            field = _unknown("its input does not come from the model's input through layers")
+        if isinstance(output, torch.Tensor):
+            trace.set(output, field)
+        calls.append(Call(path, module, in_shape, out_shape, field))
+        trace.inside -= 1
 
     for path, module in model.named_modules():
         if next(module.children(), None) is not None:
             continue
-
-        def hook(module, args, output, path=path):
-            inp = args[0] if args else None
-            is_tensor = isinstance(output, torch.Tensor)
-            calls.append(
-                Call(
-                    path,
-                    module,
-                    tuple(inp.shape) if isinstance(inp, torch.Tensor) else (),
-                    tuple(output.shape) if is_tensor else (),
-                    last["chained"],
-                )
-            )
-            last["out"], last["version"] = output, output._version if is_tensor else -1
-
         handles.append(module.register_forward_pre_hook(pre_hook))
-        handles.append(module.register_forward_hook(hook))
+        handles.append(module.register_forward_hook(functools.partial(hook, path=path)))
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), trace:
             model(x)
     finally:
         for handle in handles:
@@ -302,11 +570,13 @@ def _record_leaf_calls(model: nn.Module, x: torch.Tensor) -> list[Call]:
 
 
 def layer_macs(module: nn.Module, in_elements: int, out_elements: int) -> int:
-    """Multiply-accumulates of one call: convolutions and linear layers only, bias not counted.
+    """Multiply-accumulates of one call: convolutions, linear layers and products only, bias
+    not counted.
 
-    Conv2d: output elements * (in_channels / groups) * kH * kW. ConvTranspose2d scatters each
-    input element: input elements * (out_channels / groups) * kH * kW. Linear: output elements
-    * in_features. Batch norm, activations and pooling count 0.
+    Conv2d: output elements * (in_channels / groups) * kH * kW (a depthwise conv: k*k*C*H*W).
+    ConvTranspose2d scatters each input element: input elements * (out_channels / groups) *
+    kH * kW. Linear: output elements * in_features. Mul (a gate times a map): one per output
+    element. Batch norm, activations, pooling and sums count 0.
     """
     if isinstance(module, nn.Conv2d):
         kh, kw = module.kernel_size
@@ -316,83 +586,9 @@ def layer_macs(module: nn.Module, in_elements: int, out_elements: int) -> int:
         return in_elements * (module.out_channels // module.groups) * kh * kw
     if isinstance(module, nn.Linear):
         return out_elements * module.in_features
+    if isinstance(module, Mul):
+        return out_elements
     return 0
-
-
-def _covers(new: Axis, whole: Axis) -> bool:
-    lo, hi = new.span(0)
-    whole_lo, whole_hi = whole.span(0)
-    return lo <= whole_lo and hi >= whole_hi
-
-
-@dataclass
-class _Walk:
-    """The RF state between layers."""
-
-    axes: tuple[Axis, Axis] = (Axis(), Axis())
-    sizes: tuple[int, int] = (1, 1)  # the last map's height and width
-    global_jump: tuple[int | float, bool] | None = None  # (jump, uneven) of the last map
-    unknown: str | None = None  # why the RF is unknown from here on
-
-    def step(self, call: Call) -> None:
-        if self.unknown is not None:
-            return
-        if not call.chained:
-            self.unknown = "its input is not the previous layer's output (a branch, or code in "
-            self.unknown += "forward() between them)"
-        elif self.global_jump is not None:
-            pass  # every unit already sees the whole input
-        elif isinstance(call.module, nn.Linear):
-            if len(call.in_shape) != 2:
-                self.unknown = "it mixes values along one axis of a map"
-            else:  # on a flattened map: each output sees all of it
-                self._go_global(
-                    tuple(whole_axis(a, n) for a, n in zip(self.axes, self.sizes, strict=True))
-                )
-        else:
-            self._spatial(call)
-        if len(call.out_shape) == 4:
-            self.sizes = (call.out_shape[2], call.out_shape[3])
-
-    def _spatial(self, call: Call) -> None:
-        rule = find_rule(call.module)
-        if rule is None:
-            self.unknown = "this tool does not know how it changes the receptive field"
-            return
-        if rule is _keep:
-            return
-        if len(call.in_shape) != 4:
-            self.unknown = f"its input has shape {list(call.in_shape)}, not N,C,H,W"
-            return
-        sizes = (call.in_shape[2], call.in_shape[3])
-        new = [rule(call.module, a, self.axes[a], sizes[a]) for a in (0, 1)]
-        reason = next((r for r in new if isinstance(r, str)), None)
-        if reason is not None:
-            self.unknown = reason
-            return
-        wholes = [whole_axis(a, n) for a, n in zip(self.axes, sizes, strict=True)]
-        if call.out_shape[2:] == (1, 1) and all(map(_covers, new, wholes)):
-            self._go_global(tuple(new))
-        else:
-            self.axes = (new[0], new[1])
-
-    def _go_global(self, axes: tuple[Axis, ...]) -> None:
-        last = axis_stats(self.axes[0])
-        self.global_jump = (last.jump, last.uneven)
-        self.axes = (axes[0], axes[1])
-
-    def stats(self) -> AxisStats | None:
-        if self.unknown is not None:
-            return None
-        height, width = (axis_stats(a) for a in self.axes)
-        if height != width:
-            self.unknown = "its height and width receptive fields differ (only square ones "
-            self.unknown += "are reported)"
-            return None
-        if self.global_jump is not None:
-            jump, uneven = self.global_jump
-            return AxisStats(height.rf, height.rf_min, jump, uneven, height.start)
-        return height
 
 
 @dataclass
@@ -407,10 +603,12 @@ class Summary:
     params_mb: float
     total_mb: float
     macs: int
-    rf: int | None  # of the last layer; None when unknown
+    rf: int | None  # of the last layer; None when unknown (or height's and width's differ)
     jump: int | float | None  # of the last layer; after a global pool, of the last map
     is_global: bool = False  # the last layer sees the whole input
     rf_note: str | None = None  # "RF unknown past layer N: ..." when the RF column ends early
+    rf_hw: list[int] | None = None  # the last layer's RF along height and width
+    jump_hw: list[int | float] | None = None  # and its jump
 
     @property
     def rows(self) -> list[dict]:
@@ -444,14 +642,13 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28)) -> S
     calls = _record_leaf_calls(model, x)
 
     layers = []
-    walk = _Walk(sizes=(input_shape[1], input_shape[2]) if len(input_shape) == 3 else (1, 1))
     rf_note = None
     for index, call in enumerate(calls, start=1):
         name = f"{type(call.module).__name__}-{index}"
-        walk.step(call)
-        stats = walk.stats()
-        if stats is None and rf_note is None:
-            rf_note = f"RF unknown past layer {index - 1}: {name} ({walk.unknown})"
+        axes = call.field.stats()
+        if axes is None and rf_note is None:
+            rf_note = f"RF unknown past layer {index - 1}: {name} ({call.field.unknown})"
+        same = axes[0] if axes is not None and axes[0] == axes[1] else None
         layers.append(
             Layer(
                 name=name,
@@ -461,13 +658,14 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28)) -> S
                 trainable_params=sum(
                     p.numel() for p in call.module.parameters() if p.requires_grad
                 ),
-                rf=stats.rf if stats else None,
-                jump=stats.jump if stats else None,
-                start=stats.start if stats else None,
+                rf=same.rf if same else None,
+                jump=same.jump if same else None,
+                start=same.start if same else None,
                 macs=layer_macs(call.module, math.prod(call.in_shape), math.prod(call.out_shape)),
-                rf_min=stats.rf_min if stats else None,
-                uneven=stats.uneven if stats else False,
-                is_global=stats is not None and walk.global_jump is not None,
+                rf_min=same.rf_min if same else None,
+                uneven=any(a.uneven for a in axes) if axes else False,
+                is_global=axes is not None and call.field.global_jump is not None,
+                axes=list(axes) if axes is not None else None,
             )
         )
 
@@ -478,6 +676,7 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28)) -> S
     forward_backward_mb = 2 * output_values * BYTES_PER_VALUE / MB
     params_mb = total_params * BYTES_PER_VALUE / MB
     last = layers[-1] if layers else None
+    last_axes = last.axes if last else [AxisStats(1, 1, 1, False, 0.5)] * 2
     return Summary(
         input_shape=list(input_shape),
         layers=layers,
@@ -493,6 +692,8 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28)) -> S
         jump=last.jump if last else 1,
         is_global=bool(last and last.is_global),
         rf_note=rf_note,
+        rf_hw=[a.rf for a in last_axes] if last_axes else None,
+        jump_hw=[a.jump for a in last_axes] if last_axes else None,
     )
 
 
@@ -529,15 +730,21 @@ def parse_shape(text: str) -> tuple[int, ...]:
 HEADER = ["Layer (type)", "Output Shape", "Param #", "RF", "Jump", "Start", "MACs"]
 
 
+def _axis_cells(axis: AxisStats) -> list[str]:
+    rf = str(axis.rf) if axis.rf_min == axis.rf else f"{axis.rf_min}-{axis.rf}"
+    return [rf, f"{'~' if axis.uneven else ''}{axis.jump:g}", f"{axis.start:g}"]
+
+
 def _rf_cells(layer: Layer) -> list[str]:
-    """RF, Jump and Start as printed: "2-3" for RFs that differ, "~0.5" for uneven spacing."""
-    if layer.rf is None:
+    """RF, Jump and Start as printed: "2-3" for RFs that differ, "~0.5" for uneven spacing,
+    "3x1" for height and width that differ."""
+    if layer.axes is None:
         return ["?", "?", "?"]
-    rf = str(layer.rf) if layer.rf_min == layer.rf else f"{layer.rf_min}-{layer.rf}"
-    jump = f"{'~' if layer.uneven else ''}{layer.jump:g}"
+    height, width = (_axis_cells(a) for a in layer.axes)
+    cells = [h if h == w else f"{h}x{w}" for h, w in zip(height, width, strict=True)]
     if layer.is_global:
-        rf += " global"
-    return [rf, jump, f"{layer.start:g}"]
+        cells[0] += " global"
+    return cells
 
 
 def _cells(layer: Layer) -> list[str]:
@@ -551,20 +758,28 @@ def _cells(layer: Layer) -> list[str]:
 
 
 def _rf_line(s: Summary) -> str:
-    if s.rf is None:
+    if s.rf is None and (s.rf_hw is None or s.jump_hw is None):
         return f"Receptive field: unknown; {s.rf_note}"
+    if s.rf is None:  # height and width differ
+        rf = "x".join(map(str, s.rf_hw or []))
+        jump = "x".join(f"{j:g}" for j in s.jump_hw or [])
+    else:
+        rf, jump = str(s.rf), f"{s.jump:g}"
     if s.is_global:
-        return f"Receptive field: {s.rf}, global (the whole input)  jump: {s.jump:g} (last map)"
-    return f"Receptive field: {s.rf}  jump: {s.jump:g}"
+        return f"Receptive field: {rf}, global (the whole input)  jump: {jump} (last map)"
+    return f"Receptive field: {rf}  jump: {jump}"
 
 
 def _notes(s: Summary) -> list[str]:
     notes = []
-    if any(layer.rf != layer.rf_min for layer in s.layers):
+    axes = [a for layer in s.layers for a in layer.axes or []]
+    if any(a.rf != a.rf_min for a in axes):
         notes.append("RF a-b: units of that layer see from a to b input pixels")
-    if any(layer.uneven for layer in s.layers):
+    if any(a.uneven for a in axes):
         notes.append("Jump ~j: units are unevenly spaced, j pixels apart on average")
-    if s.rf_note and s.rf is not None:  # the note already ends the RF line when the last is ?
+    if any(a != b for layer in s.layers for a, b in [layer.axes or [None, None]]):
+        notes.append("hxw: height, then width, where the two differ")
+    if s.rf_note and s.rf_hw is not None:  # the note already ends the RF line when the last is ?
         notes.append(s.rf_note)
     return notes
 

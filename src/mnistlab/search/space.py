@@ -25,6 +25,11 @@
     squeeze = [0, 8]         # 1x1 squeeze after each pool (0: none)
     pool_first = [true, false]
     dropout = 0.0
+    kind = ["conv", "separable", "grouped"]  # optional, each drawn block by block (netspec's
+    groups = [2, 4]          # per-block keys): groups only for a block drawn "grouped"
+    bottleneck = [0, 4]
+    residual = [false, true]
+    se = [0, 4]
 
     [space.recipe]           # experiment keys, dotted
     "scheduler.max_lr" = { low = 0.03, high = 0.3, log = true }
@@ -33,7 +38,8 @@
 Every knob is a fixed value, a list (a choice among its items) or a table {low, high} with
 optional `log = true` or `step` (a range; whole numbers if low and high are). A trial's
 parameters are named after its knobs: first, layers_1, width_1_2 (block 1, conv 2),
-squeeze_1, pool_first, dropout and the recipe's dotted keys.
+squeeze_1, pool_first, dropout, kind_1, groups_1, bottleneck_1, residual_1, se_1 (the last five
+only where the space has them) and the recipe's dotted keys.
 
 The whole space is checked before a study exists: every value of every knob, every corner
 of the network knobs built as a [net] table, and every recipe knob's extremes as experiments.
@@ -52,14 +58,16 @@ import torch
 from mnistlab.config import SEED_MAX, Config, _read_toml, from_dict, to_dict
 from mnistlab.errors import MnistlabError
 from mnistlab.models import NET, build
-from mnistlab.models.netspec import MAX_CHANNELS, MAX_LAYERS, check_net
+from mnistlab.models.netspec import CONV_KINDS, MAX_CHANNELS, MAX_LAYERS, check_net
 from mnistlab.models.summary import has_linear, model_stats
 
 OBJECTIVE2 = ("none", "params", "macs")
 SAMPLERS = ("tpe", "nsga2")
 PRUNERS = ("median", "hyperband", "none")
 PRUNING = ("pruner", "prune_from")  # when trials stop, not which trials: may change mid-study
-NET_KNOBS = ("first", "layers", "width", "squeeze", "pool_first", "dropout")
+# Per-block knobs are netspec's per-block family keys, drawn block by block.
+BLOCK_KNOBS = ("kind", "groups", "bottleneck", "residual", "se")
+NET_KNOBS = ("first", "layers", "width", "squeeze", "pool_first", "dropout", *BLOCK_KNOBS)
 # Keys a search sets itself: the recipe may not choose them.
 FIXED_KEYS = ("name", "model", "net", "val_size", "test", "limit_test", "expect")
 TOP_TABLES = ("search", "constraints", "experiment", "space")
@@ -170,6 +178,11 @@ NET_KNOB_VALUES: dict[str, tuple[type, float, float]] = {
     "layers": (int, 1, MAX_LAYERS // (2 * MAX_BLOCKS)),
     "pool_first": (bool, 0, 1),
     "dropout": (float, 0.0, 1.0),  # high bound excluded
+    "kind": (str, 0, 0),  # one of netspec.CONV_KINDS
+    "groups": (int, 1, MAX_CHANNELS),
+    "bottleneck": (int, 0, MAX_CHANNELS),
+    "residual": (bool, 0, 1),
+    "se": (int, 0, MAX_CHANNELS),
 }
 
 
@@ -182,6 +195,8 @@ def _check_net_knob(value: Any, where: str, key: str, knob: str) -> Any:
     for item in _knob_values(value):
         if kind is bool:
             ok, rule = isinstance(item, bool), "must be true or false"
+        elif kind is str:
+            ok, rule = item in CONV_KINDS, f"must be among {', '.join(CONV_KINDS)}"
         elif kind is int:
             ok = isinstance(item, int) and not isinstance(item, bool) and low <= item <= high
             rule = f"must be whole numbers in [{low}, {high}]"
@@ -206,7 +221,10 @@ def _knob_values(knob: Any) -> list[Any]:
 
 def _extremes(knob: Any) -> list[Any]:
     """A knob's smallest and largest values (its only one, if fixed), for the corners."""
-    values = sorted(set(_knob_values(knob)))
+    values = _knob_values(knob)
+    if any(isinstance(v, str) for v in values):  # kinds have no order: each is a corner
+        return list(dict.fromkeys(values))
+    values = sorted(set(values))
     return [values[0], values[-1]] if len(values) > 1 else values
 
 
@@ -327,21 +345,25 @@ def parse_space(data: dict[str, Any], where: str) -> Space:
 
 def _check_corners(space: Space) -> None:
     """Every corner of the network knobs (each block's fewest and most convs, the narrowest
-    and widest widths, squeeze and pool_first at each end) must build: a space whose
-    extremes make no network would only fill its study with infeasible trials."""
+    and widest widths, squeeze and pool_first at each end, every kind, and the per-block knobs
+    at each end in every block) must build: a space whose extremes make no network would only
+    fill its study with infeasible trials."""
     knobs = space.net
-    for counts, first, width, squeeze, pool_first in itertools.product(
+    per_block = [k for k in BLOCK_KNOBS if k in knobs]
+    for counts, first, width, squeeze, pool_first, *chosen in itertools.product(
         itertools.product(*(_extremes(block) for block in knobs["layers"])),
         _extremes(knobs["first"]),
         _extremes(knobs["width"]),
         _extremes(knobs.get("squeeze", 0)),
         _extremes(knobs.get("pool_first", False)),
+        *(_extremes(knobs[k]) for k in per_block),
     ):
         blocks = [[width] * count for count in counts]
         blocks[0][0] = first
         net: dict[str, Any] = {"blocks": blocks, "pool_first": pool_first}
         if len(blocks) > 1:
             net["squeeze"] = [squeeze] * (len(blocks) - 1)
+        net.update({k: [value] * len(blocks) for k, value in zip(per_block, chosen, strict=True)})
         try:
             check_net(net, "it")
         except MnistlabError as e:
@@ -448,6 +470,16 @@ def suggest(trial: Trial, space: Space) -> tuple[dict[str, Any], dict[str, Any]]
         ]
     net["pool_first"] = _suggest(trial, "pool_first", knobs.get("pool_first", False))
     net["dropout"] = float(_suggest(trial, "dropout", knobs.get("dropout", 0.0)))
+    blocks_range = range(1, len(blocks) + 1)
+    for knob in BLOCK_KNOBS:
+        if knob == "groups" and "groups" in knobs:  # drawn only where a block is grouped
+            kinds = net.get("kind", ["conv"] * len(blocks))
+            net["groups"] = [
+                _suggest(trial, f"groups_{b}", knobs["groups"]) if kind == "grouped" else 2
+                for b, kind in zip(blocks_range, kinds, strict=True)
+            ]
+        elif knob in knobs:
+            net[knob] = [_suggest(trial, f"{knob}_{b}", knobs[knob]) for b in blocks_range]
     recipe = {key: _suggest(trial, key, knob) for key, knob in space.recipe.items()}
     return net, recipe
 
