@@ -70,12 +70,19 @@ RUNS = $(sort $(wildcard results/seed/*/seed*)) $(sort $(wildcard results/[0-9]*
 FINAL_RUNS = $(sort $(wildcard $(dir $(SHIP_RUN))seed*))
 # The README's table: narrow enough for its 100-character lines.
 FINAL_COLUMNS := 'params,MACs,RF,best test,last test,last-3 test,first ≥99.4,train s'
+# The Fashion-MNIST drill (docs/fashion.md): its runs shared the machine, so no timings.
+FASHION_RUNS = $(sort $(wildcard results/fashion-*/*/seed*))
+FASHION_COLUMNS := 'params,MACs,RF,best test,last test,last-3 test,best train,gap,first ≥90'
+FASHION_FINAL = results/fashion-02-wide/cpu-2t-compiled/seed2
 report: $(VENV)/.installed
 	$(BIN)/mnistlab compare $(RUNS) --format markdown --out results/compare.md
 	$(BIN)/mnistlab compare results/timing --format markdown --out results/timing/compare.md
 	$(BIN)/mnistlab compare $(FINAL_RUNS) --format markdown --columns $(FINAL_COLUMNS) \
 		--out results/final-compare.md
 	$(BIN)/mnistlab compare results/cuda --format markdown --out results/cuda/compare.md
+	$(BIN)/mnistlab compare $(FASHION_RUNS) --format markdown --columns $(FASHION_COLUMNS) \
+		--out results/fashion-compare.md
+	$(BIN)/mnistlab report $(FASHION_RUNS) --final $(FASHION_FINAL) --out reports/fashion
 	$(BIN)/mnistlab summary seed > results/seed-summary.txt
 	$(BIN)/mnistlab report $(RUNS) --final $(SHIP_RUN) --out reports
 	$(BIN)/mnistlab predict examples/digits/*.png examples/digits/*.jpg examples/digits/*.gif \
