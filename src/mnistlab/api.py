@@ -202,7 +202,11 @@ class TrainResult:
             if f"{split}_acc" in last
         )
         epochs = f"{len(self.metrics)} epochs"
-        return f"TrainResult({str(self.run_dir)!r}, {self.config.model}, {epochs}: {acc})"
+        try:  # shown as the caller would type it; run_dir itself stays absolute
+            shown = self.run_dir.relative_to(Path.cwd())
+        except ValueError:
+            shown = self.run_dir
+        return f"TrainResult({str(shown)!r}, {self.config.model}, {epochs}: {acc})"
 
 
 class _KeepParts:
