@@ -7,8 +7,12 @@ mass of the ink falls on pixel (14, 14). `mnist_style` does the same to a graysc
     gray (paper light or dark) -> ink (white on black, 0..1) -> crop -> widen hairlines
     -> scale -> centre
 
-The ink step copes with photos: a desk around the paper, uneven light, frame lines, ruled
-paper, speckle (see `to_ink`). `mnistlab predict` and `mnistlab serve` both use this path.
+The ink step copes with photos: a desk around the paper, uneven light and hard shadows, frame
+lines, ruled and squared paper, speckle, a neighbouring digit cut by the edge, faint pencil
+(see `to_ink`). `mnistlab predict` and `mnistlab serve` both use this path.
+
+The image work (morphology, thresholds, connected components, resizing) is OpenCV's
+(docs/photos.md says why); this module does not import torch.
 
 Every function here is pure except `read_grayscale`/`decode_grayscale`, which read a file.
 Errors name what is wrong with the image but not the file; the caller adds the file name.
@@ -20,6 +24,7 @@ import warnings
 from pathlib import Path
 from typing import BinaryIO
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -33,14 +38,27 @@ BOX = 20  # MNIST scales the ink's longer side to this many pixels
 CENTRE = 14.0  # MNIST puts the centre of mass on this row and column
 INK_THRESHOLD = 0.2  # fraction of the ink's full strength that counts as ink for the bounding box
 MIN_CONTRAST = 0.1  # ink must differ from the background by this much (of the full range)
-DETAIL = 0.15  # top-hat values above this are structure, not noise
 FLAT = 0.05  # a background estimate varying less than this is taken as one level
 EDGE_BAND = 0.04  # frame lines lie within this fraction of the image's longer side of an edge
 NEAR = 0.3  # a fragment within this fraction of the digit's size of it belongs to it
 FRAGMENT = 0.05  # ... when its area is at least this fraction of the digit's largest part
+CUT = 0.1  # a part cut by the image's edge is the digit only if no whole part is this large
+# Ink this fraction of the digit's strength, joined to it, is part of it; the fraction is
+# raised step by step while what it joins spreads past the digit.
+FAINT_STEPS = (0.15, 0.3, 0.5)
+SPREAD = 0.5  # ... "past the digit": this fraction of the digit's size beyond its box
+ADDED = 1.5  # ... or more faint ink than this many times the strong ink
+LOCAL_GAIN = 3.0  # faint parts are brightened towards the strokes around them, at most this much
+LINE_LENGTH = 0.6  # a paper line spans at least this fraction of the image
+LINE_WIDTH = 3  # ... and is at most this many work pixels wide; strokes are wider
+LINE_MIN_SIDE = 64  # smaller images are taken to hold no paper lines (a drawn or cut digit)
 THIN_STROKE = 0.06  # strokes thinner than this fraction of the digit's longer side are widened
 MNIST_STROKE = 0.1  # ... to this fraction, about MNIST's
 WORK_SIDE = 384  # larger images are scaled down (by area) to this longer side first
+
+# One image is a few hundred pixels a side: OpenCV's worker threads cost more than they save
+# on it (more so while other requests or processes use the cores), so it runs on the caller's.
+cv2.setNumThreads(1)
 
 HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
@@ -138,18 +156,28 @@ def full_scale(peak: float) -> float:
 
 
 def to_ink(gray: np.ndarray) -> np.ndarray:
-    """White ink on black in [0, 1]: the digit only, with paper, frame and speckle at 0.
+    """White ink on black in [0, 1]: the digit only, with paper, lines, frame and speckle at 0.
 
-    Works on photos as well as scans: the paper may be lit unevenly, lie on a darker desk,
-    carry ruled lines or a frame, and the picture may be noisy.
+    Works on photos as well as scans: the paper may be lit unevenly or lie half in a shadow, lie
+    on a darker desk, carry ruled or squared lines or a frame, have a neighbouring digit cut by
+    the edge, and the picture may be noisy.
 
-    1. Polarity: ink is the thin structure, so compare how much dark-on-light and how much
-       light-on-dark detail a morphological top-hat finds (not the border, which may be desk
-       or frame), and turn the image so the ink is light.
-    2. Background: an opening larger than a stroke removes the ink and keeps paper, desk and
-       lighting; the ink is what rises above it, divided by the paper's brightness.
-    3. Ink: an Otsu threshold above the noise; connected components that look like frame lines
-       or edge strips are dropped, then the largest component and those near it are the digit.
+    1. Polarity (`paper_is_light`): paper is what most of a window shows, and what a closing
+       (or an opening) leaves where thin things were; ink departs from both. The side (darker
+       or lighter) with more departure is the ink, and the image is turned so the ink is light.
+    2. Background (`flatten_background`): an opening larger than a stroke removes the ink and
+       keeps paper, desk, lighting and shadow edges; the ink is what rises above it, divided
+       by the paper's brightness.
+    3. Lines (`paper_lines`): long, thin, straight runs across the image are ruled or squared
+       paper and are set aside, except where a stroke crosses them.
+    4. Ink (`ink_threshold`, `digit_components`): an Otsu threshold above the noise finds the
+       strong ink; connected components that are frame lines, desk strips or parts cut by the
+       image's edge are dropped, then the largest component and the fragments near it are the
+       digit.
+    5. Faint ink (`grow_faint`): fainter ink connected to the digit is part of it (a pencil
+       line pressed lightly, the far side of a zero), as long as what it connects does not
+       spread past the digit (a shadow's edge, a line). Faint parts are then brightened towards
+       the strokes around them and the whole stretched so the ink is 1.
     """
     if gray.size == 0:
         raise MnistlabError(f"empty image ({gray.shape[1]}x{gray.shape[0]} pixels)")
@@ -160,15 +188,55 @@ def to_ink(gray: np.ndarray) -> np.ndarray:
     rise, ink = flatten_background(light, k)
     if float(rise.max()) < MIN_CONTRAST:
         raise MnistlabError("blank image: no ink found (nothing differs from the background)")
-    core = ink > ink_threshold(ink)
-    labels, count = label_components(core)
-    kept = np.isin(labels, digit_components(labels, count, k))
-    if float(np.percentile(rise[kept], 95)) < MIN_CONTRAST:
+    floor = noise_floor(ink)
+    lines = paper_lines(ink > floor)
+    core = ink > ink_threshold(ink, floor)
+    if lines.any():
+        ink = np.where(lines, 0, ink).astype(np.float32)
+        core = without_line_specks(core & ~lines, lines)
+    count, labels, stats = components(core)
+    kept = among(labels, count, digit_components(labels, count, stats, k))
+    if not kept.any() or float(np.percentile(rise[kept], 95)) < MIN_CONTRAST:
         raise MnistlabError("blank image: no ink found (nothing differs from the background)")
-    reach = max(1, round(max(small.shape) / 150))  # antialiased stroke edges beside the core
-    region = dilate(kept, reach) & (ink > noise_floor(ink))
     level = float(np.percentile(ink[kept], 95))
-    return np.where(region, np.clip(ink / level, 0, 1), 0).astype(np.float32)
+    reach = max(1, round(max(small.shape) / 150))  # antialiased stroke edges beside the core
+    # The rest looks no further from the digit than faint ink may reach: a crop, for speed.
+    area = digit_area(kept, reach)
+    ink, kept = ink[area], kept[area]
+    region = grow_faint(ink, kept, level) | (dilate(kept, reach) & (ink > floor))
+    digit = np.zeros(small.shape, dtype=np.float32)
+    digit[area] = brighten_faint(ink, region, level)
+    return digit
+
+
+def digit_area(kept: np.ndarray, reach: int) -> tuple[slice, slice]:
+    """The digit's box widened by as far as `grow_faint` may let it spread, and a bit."""
+    rows = np.flatnonzero(kept.any(axis=1))
+    cols = np.flatnonzero(kept.any(axis=0))
+    size = max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
+    margin = math.ceil(SPREAD * size) + reach + 2
+    height, width = kept.shape
+    return (
+        slice(max(0, rows[0] - margin), min(height, rows[-1] + margin + 1)),
+        slice(max(0, cols[0] - margin), min(width, cols[-1] + margin + 1)),
+    )
+
+
+def work_size(gray: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
+    """Scaled down by area averaging so the longer side is at most `side` (photos are large)."""
+    height, width = gray.shape
+    gray = np.asarray(gray, dtype=np.float32)
+    if max(height, width) <= side:
+        return gray
+    scale = side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    whole = int(1 / scale)
+    if whole >= 2:  # whole blocks first (the last few rows or columns dropped to fit them):
+        # OpenCV's fast path, half the time of one step
+        gray = gray[: height - height % whole, : width - width % whole]
+        blocks = (gray.shape[1] // whole, gray.shape[0] // whole)
+        gray = cv2.resize(gray, blocks, interpolation=cv2.INTER_AREA)
+    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
 
 
 def stroke_window(shape: tuple[int, ...]) -> int:
@@ -179,63 +247,85 @@ def stroke_window(shape: tuple[int, ...]) -> int:
     return max(3, round(min(shape) / 4)) | 1
 
 
+def box(k: int, height: int | None = None) -> np.ndarray:
+    """A k wide, `height` (default k) high rectangle, as OpenCV's morphology takes it."""
+    return cv2.getStructuringElement(cv2.MORPH_RECT, (k, k if height is None else height))
+
+
 def max_filter(a: np.ndarray, k: int) -> np.ndarray:
-    """Maximum over a k x k window (k odd) centred on each pixel, with edge padding."""
-    return _max_1d(_max_1d(a, k, 0), k, 1)
-
-
-def min_filter(a: np.ndarray, k: int) -> np.ndarray:
-    return -max_filter(-a, k)
-
-
-def _max_1d(a: np.ndarray, k: int, axis: int) -> np.ndarray:
-    """Running maximum over k along an axis, by doubling: O(log k) array passes."""
-    a = np.moveaxis(a, axis, -1)
-    n, r = a.shape[-1], k // 2
-    run = np.pad(a, [(0, 0), (r, r)], mode="edge")  # run[:, i] will be max of k from i
-    width = 1
-    while 2 * width <= k:
-        run = np.maximum(run[:, :-width], run[:, width:])
-        width *= 2
-    if width < k:
-        run = np.maximum(run[:, : run.shape[1] - (k - width)], run[:, k - width :])
-    return np.moveaxis(run[:, :n], -1, axis)
+    """Maximum over a k x k window (k odd) centred on each pixel; the window is cut at the
+    image's edges (the same as repeating the edge)."""
+    return cv2.dilate(a, box(k), borderType=cv2.BORDER_REPLICATE)
 
 
 def opening(a: np.ndarray, k: int) -> np.ndarray:
     """Removes light structures narrower than k, keeps larger ones and smooth ramps."""
-    return max_filter(min_filter(a, k), k)
+    return cv2.morphologyEx(a, cv2.MORPH_OPEN, box(k), borderType=cv2.BORDER_REPLICATE)
 
 
-def closing(a: np.ndarray, k: int) -> np.ndarray:
-    return min_filter(max_filter(a, k), k)
+def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    return max_filter(mask.astype(np.uint8), 2 * radius + 1).astype(bool)
 
 
 def paper_is_light(gray: np.ndarray) -> bool:
     """True when the ink is darker than the paper.
 
-    Ink is the thin structure: a closing (or opening) with a window wider than a stroke
-    removes it, and the difference (a top-hat) shows it. At most window sizes up to a sixth
-    of the shorter side (strokes are narrower), dark-on-light detail outweighs light-on-dark
-    detail when the ink is dark: the gaps between strokes are wider than the strokes, and
-    paper, desk and lighting are wider still. Each size that finds enough detail votes, so
-    the one size at which the squares of squared paper count as light detail does not decide,
-    nor do sizes that find only the odd pixel. A 3x3 median first removes
-    salt-and-pepper specks, which would count on both sides. A band along the edges is left
-    out: a frame line there makes the paper outside it a thin light strip.
+    Two views of "paper" in a window a sixth of the shorter side wide (wider than strokes):
+
+    - its median: most of the window is paper, so the median is the paper there (the desk on
+      a desk, the shadowed paper in a shadow, the paper between squared paper's lines);
+    - a closing (for dark ink) or an opening (for light ink): the ink's side of the image with
+      everything thinner than the window filled in.
+
+    Ink departs from both: what departs darker from both is dark ink, what departs lighter
+    from both light ink, and the side with more is the ink. Each view alone is fooled: the
+    median by a sheet's corners on a desk (it rounds them off), the opening by the light
+    squares between squared paper's lines or a loop inside thin strokes.
+
+    A 3x3 median first removes salt-and-pepper specks (they would count on both sides), on
+    images large enough that it leaves 1 px strokes; large images are looked at halved (the
+    decision is global, and cheaper so); rows and columns that are one paper line are evened
+    out (`without_straight_lines`: dense lines would move the median); a band along the
+    edges, where a frame line makes the paper outside it a thin strip, is left out.
     """
-    g = median3(gray) if min(gray.shape) >= 32 else gray
-    largest = max(5, min(gray.shape) // 6)
-    band = edge_band(gray.shape)
-    inside = (slice(band, -band), slice(band, -band))
-    masses, k = [], 3
-    while k <= largest:
-        dark, light = closing(g, k) - g, g - opening(g, k)
-        masses.append((detail(dark[inside]), detail(light[inside])))
-        k = 2 * k - 1
-    enough = 0.002 * g[inside].size  # a structure covering 0.2% of the image at full contrast
-    votes = sum(np.sign(d - li) for d, li in masses if max(d, li) >= enough)
-    return bool(votes > 0 or (votes == 0 and sum(d - li for d, li in masses) >= 0))
+    small = np.clip(np.round(gray * 255), 0, 255).astype(np.uint8)
+    if min(small.shape) >= 64:
+        small = cv2.medianBlur(small, 3)
+    if min(small.shape) >= 256:
+        small = cv2.resize(small, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    if min(small.shape) >= LINE_MIN_SIDE:
+        small = without_straight_lines(small)
+    window = min(max(9, round(min(small.shape) / 6) | 1), 255)
+    pixels = small.astype(np.int16)
+    median = cv2.medianBlur(small, window).astype(np.int16)
+    filled = cv2.morphologyEx(small, cv2.MORPH_CLOSE, box(window)).astype(np.int16)
+    emptied = cv2.morphologyEx(small, cv2.MORPH_OPEN, box(window)).astype(np.int16)
+    dark = np.minimum(median - pixels, filled - pixels)
+    light = np.minimum(pixels - median, pixels - emptied)
+    band = edge_band(small.shape)
+    if min(small.shape) > 4 * band:
+        dark, light = dark[band:-band, band:-band], light[band:-band, band:-band]
+    significant = round(0.1 * 255)  # less is noise, paper texture or JPEG ringing
+    return int(dark[dark > significant].sum()) >= int(light[light > significant].sum())
+
+
+def without_straight_lines(image: np.ndarray) -> np.ndarray:
+    """`image` (uint8) with rows and columns that are mostly one thin line raised or lowered
+    to the level of the rows (columns) around them, whatever the lines' polarity.
+
+    Dense ruled or squared paper moves a window's median off the paper; a line across the
+    image makes its row's median the line's level, a narrow dip (or peak) in the profile of row
+    medians that a desk's or a shadow's broad steps are not.
+    """
+    result = image.astype(np.int16)
+    for axis in (1, 0):  # rows, then columns
+        profile = np.median(result, axis=axis).astype(np.float32).reshape(-1, 1)
+        kernel = box(1, 3)  # a line is a row or two here; the paper between lines wider
+        filled = cv2.morphologyEx(profile, cv2.MORPH_CLOSE, kernel, borderType=cv2.BORDER_REPLICATE)
+        emptied = cv2.morphologyEx(profile, cv2.MORPH_OPEN, kernel, borderType=cv2.BORDER_REPLICATE)
+        shift = np.round((filled - profile) - (profile - emptied)).astype(np.int16)[:, 0]
+        result += shift[:, None] if axis == 1 else shift[None, :]
+    return np.clip(result, 0, 255).astype(np.uint8)
 
 
 def edge_band(shape: tuple[int, ...]) -> int:
@@ -243,49 +333,55 @@ def edge_band(shape: tuple[int, ...]) -> int:
     return max(2, round(EDGE_BAND * max(shape)))
 
 
-def detail(tophat: np.ndarray) -> float:
-    """The mass of a top-hat's values above what noise reaches."""
-    return float(tophat[tophat > DETAIL].sum())
-
-
-def median3(a: np.ndarray) -> np.ndarray:
-    """3x3 median with edge padding."""
-    height, width = a.shape
-    padded = np.pad(a, 1, mode="edge")
-    stack = [padded[dy : dy + height, dx : dx + width] for dy in range(3) for dx in range(3)]
-    return np.median(np.stack(stack), axis=0).astype(a.dtype)
-
-
 def flatten_background(light: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(rise, ink): how far each pixel rises above the background, raw and per paper brightness.
 
-    On a uniform page the background is one number, so strokes wider than the window survive.
-    Dividing by the paper's brightness undoes uneven lighting; it is capped at 2x so a dark
-    desk's noise is not blown up.
+    The opening reproduces ramps and straight steps (a shadow's edge) exactly; it is taken in
+    8 bits (half the time, and 1/255 is below any noise). On a uniform page the background is
+    one number, the paper's level, so strokes wider than the window survive. Dividing by the
+    paper's brightness undoes uneven lighting and shadows; it is capped at 3x so a dark desk's
+    noise is not blown up.
     """
-    background = opening(light, k)
-    low, high = np.percentile(background, [2, 98])
-    if high - low < FLAT:
-        background = np.full_like(background, np.median(background))
+    levels = np.clip(light * 255 + 0.5, 0, 255).astype(np.uint8)
+    opened = cv2.morphologyEx(levels, cv2.MORPH_OPEN, box(k), borderType=cv2.BORDER_REPLICATE)
+    low, fifth, middle, high = level_percentiles(opened, (2, 5, 50, 98))
+    if high - low < FLAT * 255:  # one level: the paper's own, not its 8-bit step
+        paper_pixels = light[levels <= middle]
+        background = np.full_like(light, float(np.median(paper_pixels)))
+        paper = 1 - background
+    else:
+        background = opened.astype(np.float32) / 255
+        # The brightest paper (95th percentile of 1 - background) divided by 3 at most
+        paper = np.maximum(1 - background, (255 - fifth) / 255 / 3, dtype=np.float32)
     rise = light - background
-    paper = 1 - background
-    paper = np.maximum(paper, 0.5 * float(np.percentile(paper, 95)), dtype=np.float32)
     return rise, rise / np.maximum(paper, 1e-3)
 
 
+def level_percentiles(levels: np.ndarray, q: tuple[float, ...]) -> list[int]:
+    """Percentiles of an 8-bit image from its histogram (a sort would cost more than the rest)."""
+    cumulative = np.cumsum(np.bincount(levels.ravel(), minlength=256))
+    return [int(np.searchsorted(cumulative, v / 100 * cumulative[-1])) for v in q]
+
+
 def noise_floor(ink: np.ndarray) -> float:
-    """A level that noise on the paper rarely reaches: 4 robust standard deviations.
+    """A level that noise on the paper rarely reaches: 6 standard deviations of the noise.
 
-    At least 2% of the strongest ink, so a noiseless image's rounding dust is not ink; both
-    terms scale with the ink, so faint ink on grey paper is cut as strong ink on white is.
+    The noise is measured from neighbouring pixels' differences (their median, a robust
+    estimate), which large smooth structures (a desk, a strip of it the opening let through)
+    do not move as they move the image's own spread. Above 0 the ink rises from the opening's
+    minimum, a few deviations below the noise's middle, hence 6 rather than the usual 4. At
+    least 2% of the strongest ink, so a noiseless image's rounding dust is not ink; both terms
+    scale with the ink, so faint ink on grey paper is cut as strong ink on white is.
     """
-    mad = float(np.median(np.abs(ink - np.median(ink))))
-    return max(4 * 1.4826 * mad, 0.02 * float(ink.max()))
+    sample = ink[::2] if ink.size > 20_000 else ink
+    steps = np.abs(np.diff(sample, axis=1))
+    sigma = 1.4826 * float(np.median(steps)) / math.sqrt(2)
+    return max(6 * sigma, 0.02 * float(ink.max()))
 
 
-def ink_threshold(ink: np.ndarray) -> float:
+def ink_threshold(ink: np.ndarray, floor: float | None = None) -> float:
     """Otsu's threshold over the pixels above the noise floor: ink against fainter lines."""
-    floor = noise_floor(ink)
+    floor = noise_floor(ink) if floor is None else floor
     values = ink[ink > floor]
     if values.size < 2 or float(values.max() - values.min()) < 1e-6:
         return floor
@@ -306,42 +402,119 @@ def otsu(values: np.ndarray, bins: int = 256) -> float:
     return float(edges[int(np.argmax(between)) + 1])
 
 
-def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    return max_filter(mask.astype(np.uint8), 2 * radius + 1).astype(bool)
+def paper_lines(detail: np.ndarray) -> np.ndarray:
+    """The pixels of ruled or squared paper's lines among `detail` (ink and lines).
 
-
-def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """8-connected components: labels 1..count on the mask, 0 elsewhere.
-
-    Each pixel takes the smallest index among its neighbours, then follows its label's own label
-    (pointer jumping), so long components converge in a few dozen array passes.
+    A line runs straight across most of the image and is a few pixels thin. A run of detail at
+    least LINE_LENGTH of the image long along a row (or column) is a line, except its pixels
+    where the detail is thicker across it than a line: there a stroke crosses or lies along
+    it, and the stroke keeps them. Where a horizontal and a vertical line cross, each is thick
+    for the other: those specks stay here and are dropped with `without_line_specks`. Only
+    horizontal and vertical lines (within the tilt a run three pixels thick allows) are found.
     """
-    height, width = mask.shape
-    none = height * width
-    labels = np.where(mask, np.arange(none).reshape(height, width), none)
-    while True:
-        padded = np.pad(labels, 1, constant_values=none)
-        smallest = labels.copy()
-        for dy in (0, 1, 2):
-            for dx in (0, 1, 2):
-                np.minimum(smallest, padded[dy : dy + height, dx : dx + width], out=smallest)
-        smallest = np.where(mask, smallest, none)
-        flat = smallest.ravel()
-        inside = flat < none
-        while True:
-            jumped = flat[flat[inside]]
-            if np.array_equal(jumped, flat[inside]):
-                break
-            flat[inside] = jumped
-        if np.array_equal(smallest, labels):
-            break
-        labels = smallest
-    roots, dense = np.unique(labels, return_inverse=True)
-    dense = dense.reshape(height, width)
-    if roots[-1] == none:  # background sorts last; give it 0 and the components 1..count
-        dense = np.where(labels == none, 0, dense + 1)
-        return dense, len(roots) - 1
-    return dense + 1, len(roots)
+    height, width = detail.shape
+    lines = np.zeros_like(detail)
+    if min(height, width) < LINE_MIN_SIDE or not detail.any():
+        return lines
+    mask = detail.astype(np.uint8)
+    for horizontal in (True, False):
+        length = round(LINE_LENGTH * (width if horizontal else height))
+        # Three rows (columns) as one: a slightly tilted line steps by a pixel now and then.
+        band = cv2.dilate(mask, box(1, 3) if horizontal else box(3, 1))
+        if band.sum(axis=1 if horizontal else 0, dtype=np.int32).max() < length:
+            continue  # nothing runs that far: no line, and the costly steps are skipped
+        runs = cv2.morphologyEx(
+            band, cv2.MORPH_OPEN, box(length, 1) if horizontal else box(1, length)
+        )
+        if not runs.any():
+            continue
+        across = box(1, LINE_WIDTH + 1) if horizontal else box(LINE_WIDTH + 1, 1)
+        thick = cv2.morphologyEx(mask, cv2.MORPH_OPEN, across)
+        lines |= (runs > 0) & (mask > 0) & (thick == 0)
+    return lines
+
+
+def without_line_specks(core: np.ndarray, lines: np.ndarray) -> np.ndarray:
+    """`core` less the specks left where lines cross: parts lying wholly beside the lines."""
+    count, labels, _ = components(core)
+    if count == 0:
+        return core
+    away = labels[core & ~dilate(lines, 1)]
+    return among(labels, count, away[away > 0])
+
+
+def components(mask: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """8-connected components: (count, labels 1..count on the mask and 0 elsewhere, stats).
+
+    stats[n] is OpenCV's left, top, width, height, area of label n (row 0 is the background).
+    """
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(
+        mask.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S
+    )
+    return count - 1, labels, stats
+
+
+def among(labels: np.ndarray, count: int, chosen) -> np.ndarray:
+    """The mask of the pixels whose label is one of `chosen` (a lookup, faster than isin)."""
+    chosen = np.asarray(chosen, dtype=np.int64).ravel()
+    if chosen.size == 1:  # the usual case: one comparison is cheaper still
+        return labels == chosen[0] if chosen[0] > 0 else np.zeros(labels.shape, dtype=bool)
+    table = np.zeros(count + 1, dtype=bool)
+    table[chosen] = True
+    table[0] = False
+    return table[labels]
+
+
+def digit_components(labels: np.ndarray, count: int, stats: np.ndarray, window: int) -> list[int]:
+    """The labels that make up the digit: the largest plausible component and its neighbours.
+
+    Not the digit: frame lines (almost all of the component in a band along the image's edge,
+    and long) and edge strips: a desk seen as a strip narrower than the background window
+    escapes the opening, so it shows up as "ink" lying along an edge for half of it or more,
+    and almost all within a window's width of the edges. A part cut by the image's edge is a
+    neighbouring digit when a whole part of some size is in the image: then that is the digit.
+    Fragments of the digit (a detached bar, a broken stroke) are kept when they are not specks,
+    lie close to the largest part and are not cut by the edge unless it is.
+    """
+    if count == 0:
+        raise MnistlabError("blank image: no ink found (nothing differs from the background)")
+    height, width = labels.shape
+    band = edge_band(labels.shape)
+    rows, cols = np.nonzero(labels)
+    which = labels[rows, cols]
+    distance = np.minimum.reduce([rows, height - 1 - rows, cols, width - 1 - cols])
+    in_band = np.bincount(which, weights=distance < band, minlength=count + 1)
+    near_edge = np.bincount(which, weights=distance < window, minlength=count + 1)
+    along = edge_contact(labels, count)
+    left, top, w, h, area = (stats[:, i] for i in range(5))
+    cut = (left == 0) | (top == 0) | (left + w == width) | (top + h == height)
+    candidates = []
+    for number in range(1, count + 1):
+        long = h[number] >= 0.5 * height or w[number] >= 0.5 * width
+        if long and in_band[number] >= 0.9 * area[number]:
+            continue  # a frame line
+        if along[number] >= 0.5 and near_edge[number] >= 0.9 * area[number]:
+            continue  # a strip of desk
+        candidates.append(number)
+    if not candidates:
+        raise MnistlabError("blank image: no ink found (only lines along the edges)")
+    largest = max(area[n] for n in candidates)
+    whole = [n for n in candidates if not cut[n] and area[n] >= CUT * largest]
+    main = max(whole or candidates, key=lambda n: area[n])
+    reach = NEAR * max(h[main], w[main])
+    bottom, right = top[main] + h[main] - 1, left[main] + w[main] - 1
+    kept = [main]
+    for n in candidates:
+        gap = max(
+            top[n] - bottom, top[main] - (top[n] + h[n] - 1),
+            left[n] - right, left[main] - (left[n] + w[n] - 1), 0,
+        )  # fmt: skip
+        if n == main or area[n] < FRAGMENT * area[main] or gap > reach:
+            continue
+        if cut[n] and not cut[main]:
+            continue  # the neighbouring digit, not a piece of this one
+        kept.append(n)
+    return kept
 
 
 def edge_contact(labels: np.ndarray, count: int) -> np.ndarray:
@@ -351,59 +524,51 @@ def edge_contact(labels: np.ndarray, count: int) -> np.ndarray:
     return np.max(contact, axis=0)
 
 
-def component_boxes(labels: np.ndarray, count: int) -> np.ndarray:
-    """[count + 1, 5]: area, top, bottom, left, right of each label (row 0 unused)."""
-    rows, cols = np.nonzero(labels)
-    which = labels[rows, cols]
-    boxes = np.zeros((count + 1, 5), dtype=np.int64)
-    boxes[:, 1] = boxes[:, 3] = np.iinfo(np.int64).max
-    np.add.at(boxes[:, 0], which, 1)
-    np.minimum.at(boxes[:, 1], which, rows)
-    np.maximum.at(boxes[:, 2], which, rows)
-    np.minimum.at(boxes[:, 3], which, cols)
-    np.maximum.at(boxes[:, 4], which, cols)
-    return boxes
+def grow_faint(ink: np.ndarray, kept: np.ndarray, level: float) -> np.ndarray:
+    """The digit's pixels with the fainter ink connected to them (hysteresis thresholding).
 
-
-def digit_components(labels: np.ndarray, count: int, window: int) -> list[int]:
-    """The labels that make up the digit: the largest plausible component and its neighbours.
-
-    Not the digit: frame lines (almost all of the component in a band along the image's edge,
-    and long) and edge strips: a desk seen as a strip narrower than the background window
-    escapes the opening, so it shows up as "ink" lying along an edge for half of it or more,
-    and almost all within a window's width of the edges. Fragments of the digit (a detached
-    bar, a broken stroke) are kept when they are not specks and lie close to the largest part.
+    The strong-ink threshold misses the lightly pressed parts of a stroke; a plain crop keeps
+    them, so they must stay. Every component of the ink above the first of FAINT_STEPS of the
+    digit's strength that touches the digit joins it. When that spreads more than SPREAD of
+    the digit's size past its box or adds more than ADDED times its ink (it reached a line, a
+    smudge, a neighbour), the next step is tried; when every step spreads, the strong ink
+    alone is the digit. The far half of a zero drawn lightly adds about as much as the strong
+    half and widens it by half its height at most.
     """
-    height, width = labels.shape
-    boxes = component_boxes(labels, count)
-    band = edge_band(labels.shape)
-    rows, cols = np.nonzero(labels)
-    which = labels[rows, cols]
-    distance = np.minimum.reduce([rows, height - 1 - rows, cols, width - 1 - cols])
-    in_band = np.bincount(which, weights=distance < band, minlength=count + 1)
-    near_edge = np.bincount(which, weights=distance < window, minlength=count + 1)
-    along = edge_contact(labels, count)
-    candidates = []
-    for number in range(1, count + 1):
-        area, top, bottom, left, right = boxes[number]
-        long = bottom - top + 1 >= 0.5 * height or right - left + 1 >= 0.5 * width
-        if long and in_band[number] >= 0.9 * area:
-            continue  # a frame line
-        if along[number] >= 0.5 and near_edge[number] >= 0.9 * area:
-            continue  # a strip of desk
-        candidates.append(number)
-    if not candidates:
-        raise MnistlabError("blank image: no ink found (only lines along the edges)")
-    main = max(candidates, key=lambda n: boxes[n, 0])
-    area, top, bottom, left, right = boxes[main]
-    reach = NEAR * max(bottom - top + 1, right - left + 1)
-    kept = [main]
-    for number in candidates:
-        a, t, b, lft, rgt = boxes[number]
-        gap = max(t - bottom, top - b, lft - right, left - rgt, 0)
-        if number != main and a >= FRAGMENT * area and gap <= reach:
-            kept.append(number)
+    rows = np.flatnonzero(kept.any(axis=1))
+    cols = np.flatnonzero(kept.any(axis=0))
+    top, bottom, left, right = rows[0], rows[-1], cols[0], cols[-1]
+    slack = SPREAD * max(bottom - top + 1, right - left + 1)
+    for step in FAINT_STEPS:
+        count, labels, stats = components(ink > step * level)
+        joined = np.unique(labels[kept])
+        joined = joined[joined > 0]
+        if joined.size == 0:
+            continue
+        x, y, w, h = (stats[joined, i] for i in range(4))
+        spread = max(
+            top - y.min(), (y + h - 1).max() - bottom, left - x.min(), (x + w - 1).max() - right
+        )
+        grown = among(labels, count, joined) | kept
+        if spread <= slack and grown.sum() <= (1 + ADDED) * kept.sum():
+            return grown
     return kept
+
+
+def brighten_faint(ink: np.ndarray, region: np.ndarray, level: float) -> np.ndarray:
+    """The ink in `region` stretched so the digit's strokes are 1.
+
+    Each pixel is divided by the strongest ink within a stroke's reach, so a faint part of a
+    stroke (a pencil pressed lightly) comes up like the rest, by at most LOCAL_GAIN; the
+    antialiased edges of a stroke stay softer than its middle, as in MNIST.
+    """
+    inside = np.where(region, ink, 0).astype(np.float32)
+    rows = np.flatnonzero(region.any(axis=1))
+    cols = np.flatnonzero(region.any(axis=0))
+    size = max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
+    k = max(3, round(0.15 * size)) | 1  # wider than a stroke, narrower than a loop
+    local = np.maximum(max_filter(inside, k), level / LOCAL_GAIN)
+    return np.clip(inside / np.minimum(local, level), 0, 1).astype(np.float32)
 
 
 def crop_to_ink(ink: np.ndarray, threshold: float = INK_THRESHOLD) -> np.ndarray:
@@ -436,19 +601,25 @@ def thicken(ink: np.ndarray) -> np.ndarray:
     if width >= THIN_STROKE * longer:
         return ink
     k = max(1, round(MNIST_STROKE * longer - width)) | 1
-    return max_filter(np.pad(ink, k // 2), k)
+    pen = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))  # a round pen, as MNIST's
+    return cv2.dilate(np.pad(ink, k // 2).astype(np.float32), pen)
 
 
 def fit_box(ink: np.ndarray, box: int = BOX) -> np.ndarray:
-    """Scale so the longer side is `box` pixels, keeping the aspect ratio (antialiased)."""
+    """Scale so the longer side is `box` pixels, keeping the aspect ratio (antialiased).
+
+    Shrinking averages over each output pixel's area, as MNIST's antialiasing did; a crop
+    smaller than the box is enlarged smoothly.
+    """
     height, width = ink.shape
     scale = box / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     if size == (width, height):
         return ink
-    resized = Image.fromarray(ink).resize(size, Image.Resampling.LANCZOS)
-    # Lanczos rings slightly below 0 and above 1 next to sharp edges.
-    return np.clip(np.asarray(resized), 0, 1)
+    how = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    resized = cv2.resize(np.asarray(ink, dtype=np.float32), size, interpolation=how)
+    # Cubic interpolation rings slightly below 0 and above 1 next to sharp edges.
+    return np.clip(resized, 0, 1)
 
 
 def centre_of_mass(ink: np.ndarray) -> tuple[float, float]:
@@ -476,17 +647,6 @@ def place_centred(ink: np.ndarray, size: int = SIZE, centre: float = CENTRE) -> 
 def mnist_style(gray: np.ndarray) -> np.ndarray:
     """A grayscale image (any size, either polarity) as a 28x28 MNIST-style float32 array."""
     return place_centred(fit_box(thicken(crop_to_ink(to_ink(gray)))))
-
-
-def work_size(gray: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
-    """Scaled down by area averaging so the longer side is at most `side` (photos are large)."""
-    height, width = gray.shape
-    if max(height, width) <= side:
-        return gray
-    scale = side / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    image = Image.fromarray(np.asarray(gray, dtype=np.float32), "F")
-    return np.asarray(image.resize(size, Image.Resampling.BOX), dtype=np.float32)
 
 
 def as_28x28(gray: np.ndarray) -> np.ndarray:
