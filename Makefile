@@ -82,7 +82,7 @@ report: $(VENV)/.installed
 	$(BIN)/mnistlab compare results/cuda --format markdown --out results/cuda/compare.md
 	$(BIN)/mnistlab compare $(FASHION_RUNS) --format markdown --columns $(FASHION_COLUMNS) \
 		--out results/fashion-compare.md
-	$(BIN)/mnistlab report $(FASHION_RUNS) --final $(FASHION_FINAL) --out reports/fashion
+	$(BIN)/mnistlab report $(FASHION_RUNS) --final $(FASHION_FINAL) --out results/fashion-report
 	$(BIN)/mnistlab summary seed > results/seed-summary.txt
 	$(BIN)/mnistlab report $(RUNS) --final $(SHIP_RUN) --out reports
 	$(BIN)/mnistlab predict examples/digits/*.png examples/digits/*.jpg examples/digits/*.gif \
