@@ -13,7 +13,7 @@ def test_bench_inference_measures_every_setting(tmp_path, data_dir, cli, monkeyp
     monkeypatch.setattr(inference, "SECONDS", 0.01)  # the numbers' size is not under test
     out = tmp_path / "inference.json"
     done = cli(
-        "bench", "--inference", "--rounds", "2", "--data-dir", str(data_dir), "--out", str(out)
+        "bench", "--inference", "--rounds", "1", "--data-dir", str(data_dir), "--out", str(out)
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())
