@@ -124,7 +124,6 @@ def time_to(args: argparse.Namespace) -> int:
     from mnistlab.bench.timeto import format_time_to, time_to
     from mnistlab.config import load_config
     from mnistlab.device import pick_device, use_threads
-    from mnistlab.fileio import write_files
     from mnistlab.training.trainer import check_compiler
 
     if args.compiled or any(load_config(p).compile for p in paths):
@@ -144,14 +143,7 @@ def time_to(args: argparse.Namespace) -> int:
     text = format_time_to(result)
     print(text)
     if args.out:
-        out = Path(args.out)
-        write_files(
-            {
-                out: (json.dumps(result, indent=2) + "\n").encode(),
-                out.with_suffix(".txt"): (text + "\n").encode(),
-            }
-        )
-        print(f"wrote {out} and {out.with_suffix('.txt')}")
+        write_result(Path(args.out), result, text)
     return 0
 
 
@@ -159,18 +151,23 @@ def inference(args: argparse.Namespace) -> int:
     if args.out and Path(args.out).suffix != ".json":
         raise MnistlabError(f"--out {args.out}: name a .json file (the table goes beside it)")
     from mnistlab.bench.inference import bench_inference, format_inference
-    from mnistlab.fileio import write_files
 
     result = bench_inference(args.inference, args.rounds, args.data_dir)
     text = format_inference(result)
     print(text)
     if args.out:
-        out = Path(args.out)
-        write_files(
-            {
-                out: (json.dumps(result, indent=2) + "\n").encode(),
-                out.with_suffix(".txt"): (text + "\n").encode(),
-            }
-        )
-        print(f"wrote {out} and {out.with_suffix('.txt')}")
+        write_result(Path(args.out), result, text)
     return 0
+
+
+def write_result(out: Path, result: dict, text: str) -> None:
+    """The result as JSON at `out` and its table beside it (.txt), written together."""
+    from mnistlab.fileio import write_files
+
+    write_files(
+        {
+            out: (json.dumps(result, indent=2) + "\n").encode(),
+            out.with_suffix(".txt"): (text + "\n").encode(),
+        }
+    )
+    print(f"wrote {out} and {out.with_suffix('.txt')}")
