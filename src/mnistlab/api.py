@@ -34,11 +34,12 @@ from mnistlab.inference.classify import (
     checkpoint_path,
     file_kind_problem,
     predict_items,
+    predict_onnx,
 )
 from mnistlab.inference.exporters import export_info, export_model
 from mnistlab.inference.inspection import Inspection, inspect
-from mnistlab.inference.onnxfile import OnnxModel, is_onnx_file
-from mnistlab.models import FINAL, LOG_PROBS, build, check_fits, list_models
+from mnistlab.inference.onnxfile import is_onnx_file
+from mnistlab.models import FINAL, LOG_PROBS, build, check_fits, list_models, recorded_outputs
 from mnistlab.models.spec import MAIN, spec_of
 from mnistlab.models.summary import Summary, format_table, summarize, summarize_checked
 from mnistlab.runs.rundir import (
@@ -48,7 +49,6 @@ from mnistlab.runs.rundir import (
     load_model,
     read_info,
     read_run,
-    recorded_outputs,
 )
 from mnistlab.training.metrics import evaluate_model, evaluate_onnx
 from mnistlab.training.trainer import Parts, check_compiler, default_out, resume_run, train_run
@@ -464,11 +464,18 @@ def _channels_last(model: nn.Module) -> bool:
 Trained = nn.Module | TrainResult | str | Path
 
 
-def _resolve(target: Trained, model: nn.Module | None = None) -> tuple[nn.Module, dict[str, Any]]:
+def _resolve(
+    target: Trained, model: nn.Module | None = None, *, outputs: bool = False
+) -> tuple[nn.Module, dict[str, Any]]:
     """A trained model and its metadata (dataset, mean, std, model_name, outputs, and the
-    data folder a run was given, data_dir)."""
+    data folder a run was given, data_dir). A bare nn.Module records nothing: with
+    `outputs`, one dry pass asks it whether it returns logits (for a loss or an export's
+    output name; classes and probabilities need no answer)."""
     if isinstance(target, nn.Module):
-        return target, {"model_name": spec_of(target), "outputs": _outputs_of(target)}
+        meta = {"model_name": spec_of(target)}
+        if outputs:
+            meta["outputs"] = _outputs_of(target)
+        return target, meta
     if isinstance(target, TrainResult):
         info = read_info(target.run_dir)
         return target.model, {
@@ -550,7 +557,7 @@ def evaluate(
         return evaluate_onnx(model_or_run, split, data_dir, batch_size, threads, limit)
     torch_device = pick_device(device)
     use_threads(threads)
-    trained, meta = _resolve(model_or_run, model)
+    trained, meta = _resolve(model_or_run, model, outputs=True)
     if data_dir is None:
         data_dir = meta.get("data_dir")
     result = evaluate_model(trained, meta, split, data_dir, batch_size, torch_device, limit)
@@ -592,13 +599,7 @@ def predict(
             if problem is not None:
                 raise MnistlabError(f"{name}: {problem}")
     if is_onnx_file(model):  # through ONNX Runtime, with the file's own records
-        onnx_model = OnnxModel(model, threads)
-        results = predict_items(
-            onnx_model,
-            named,
-            classes=onnx_model.classes,
-            preprocess_image=onnx_model.digits if preprocess is None else preprocess,
-        )
+        results = predict_onnx(named, model, preprocess_image=preprocess, threads=threads)
     else:
         torch_device = pick_device(device)
         use_threads(threads)
@@ -648,7 +649,7 @@ def export(
             f"{arg('model')} got a {type(model).__name__}; pass an untrained nn.Module to load "
             "the weights into"
         )
-    trained, meta = _resolve(model_or_run, model)
+    trained, meta = _resolve(model_or_run, model, outputs=True)
     export_model(trained, format, path, export_info(meta), int8, data_dir)
     return Path(path).absolute()
 

@@ -79,8 +79,9 @@ def predict(args: argparse.Namespace) -> int:
         # ONNX Runtime alone: a deployment with neither torch nor the training code.
         if args.device not in (None, "cpu"):
             raise MnistlabError(f"--device {args.device}: an ONNX file runs on the CPU here")
+        named = [(str(f), Path(f)) for f in args.images]  # as predict_files names them
         results = predict_onnx(
-            args.images, args.checkpoint, preprocess_image=preprocess, threads=args.threads
+            named, args.checkpoint, preprocess_image=preprocess, threads=args.threads
         )
     else:
         import mnistlab.api as api

@@ -276,18 +276,15 @@ def save_previews(folder: Path, results: list[Prediction]) -> None:
 
 
 def predict_onnx(
-    images: list[str | Path],
+    items: list[tuple[str, Path | np.ndarray]],
     path: str | Path,
     *,
     preprocess_image: bool | None = None,
     threads: int | None = None,
-    show_dir: str | Path | None = None,
 ) -> Predictions:
-    """predict_files with an exported ONNX file, through ONNX Runtime alone: no torch, no
+    """predict_items with an exported ONNX file, through ONNX Runtime alone: no torch, no
     training code. Its metadata gives the normalisation, the class names and whether the
     images are digits to preprocess (`preprocess_image`: None for that)."""
     model = OnnxModel(path, threads)
     digits = model.digits if preprocess_image is None else preprocess_image
-    return predict_files(
-        model, images, show_dir=show_dir, classes=model.classes, preprocess_image=digits
-    )
+    return predict_items(model, items, classes=model.classes, preprocess_image=digits)

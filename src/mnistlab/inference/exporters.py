@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
 FORMATS = ("onnx", "torchscript")
 INPUT_NAME = "image"
-OUTPUT_NAMES = ("log_probs", "logits")  # the ONNX output's name: models.OUTPUTS, as recorded
 EXAMPLE_BATCH = 2  # any size > 1, so nothing gets specialised to a batch of one
 
 
@@ -270,9 +269,10 @@ def export_info(meta: dict[str, Any]) -> dict[str, Any]:
     """What an exported file carries from a model file's metadata: model, dataset, mean, std
     and what the output is ("log_probs" when a file from before the record does not say)."""
     from mnistlab.data.datasets import normalization, recorded_dataset
+    from mnistlab.models import recorded_outputs
 
     mean, std = normalization(meta)
-    outputs = meta.get("outputs") or OUTPUT_NAMES[0]
+    outputs = recorded_outputs(meta)  # the ONNX output's name
     spec = recorded_dataset(meta)
     return {
         "model": meta.get("model_name"),
@@ -293,8 +293,10 @@ def exported_outputs(path: str | Path, fmt: str) -> str:
         return onnx.load(str(path)).graph.output[0].name
     import torch
 
+    from mnistlab.models import recorded_outputs
+
     extra = {"mnistlab.json": ""}
     with warnings.catch_warnings():  # deprecated, as export_torchscript says
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.jit.load(str(path), _extra_files=extra)
-    return json.loads(extra["mnistlab.json"]).get("outputs") or OUTPUT_NAMES[0]
+    return recorded_outputs(json.loads(extra["mnistlab.json"]))

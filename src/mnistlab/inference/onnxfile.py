@@ -25,10 +25,10 @@ def is_onnx_file(target: Any) -> bool:
     return isinstance(target, str | Path) and str(target).lower().endswith(SUFFIX)
 
 
-def softmax(x: np.ndarray) -> np.ndarray:
-    """Row-wise probabilities of logits or log-probabilities (both give the same)."""
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    """Row-wise log-probabilities of logits or log-probabilities (both give the same)."""
+    shifted = x - x.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
 class OnnxModel:
@@ -76,11 +76,15 @@ class OnnxModel:
         """The graph's output for a normalised float32 batch [N, 1, 28, 28]."""
         return self.session.run(None, {self.input_name: batch.astype(np.float32, copy=False)})[0]
 
-    def probabilities(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-        """Class probabilities [N, classes] for images [N, 28, 28] in [0, 1]."""
+    def log_probabilities(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        """Class log-probabilities [N, classes] for images [N, 28, 28] in [0, 1]."""
         images = np.asarray(images, dtype=np.float32)
         out = []
         for start in range(0, len(images), batch_size):
             batch = (images[start : start + batch_size, None] - self.mean) / self.std
-            out.append(softmax(self(batch)))
+            out.append(log_softmax(self(batch)))
         return np.concatenate(out) if out else np.empty((0, 10), dtype=np.float32)
+
+    def probabilities(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        """Class probabilities [N, classes] for images [N, 28, 28] in [0, 1]."""
+        return np.exp(self.log_probabilities(images, batch_size))

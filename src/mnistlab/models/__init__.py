@@ -23,6 +23,7 @@ __all__ = [
     "build",
     "check_fits",
     "output_kind",
+    "recorded_outputs",
     "list_models",
     "model_doc",
     "register_model",
@@ -92,6 +93,17 @@ def _dry_batch(device: torch.device) -> torch.Tensor:
 
 def _shape(shape: Any) -> str:
     return f"[{', '.join(map(str, shape))}]"
+
+
+def recorded_outputs(meta: Mapping[str, Any]) -> str:
+    """What a run's network returns, as its run.json, model file or export records it; a
+    record from before there was one: log-probabilities."""
+    outputs = meta.get("outputs") or LOG_PROBS
+    if outputs not in OUTPUTS:
+        raise MnistlabError(
+            f"outputs {outputs!r} recorded; the file is damaged or from a newer mnistlab"
+        )
+    return outputs
 
 
 def output_kind(model: nn.Module, output: torch.Tensor) -> str:

@@ -32,7 +32,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnistlab.errors import MnistlabError, given
-from mnistlab.models.summary import Layer, Summary, _keep, find_rule, summarize
+from mnistlab.models.summary import (
+    Layer,
+    Summary,
+    _keep,
+    find_rule,
+    summarize,
+    summarize_checked,
+)
+
+# What a model that fails on the dataset's images must do, for summarize_checked's error.
+INSPECT_FIX = "inspect runs it on the dataset's images: fix its forward() to take them"
 
 # Layers that keep each unit's RF but are not the identity: the linear copy drops them.
 NONLINEAR = (
@@ -416,7 +426,7 @@ def inspect_network(
     except Exception:
         # A forward() with float32 constants of its own: check in float32 instead.
         exact = False
-        summary = _summarize(net.float(), shape, name, user)
+        summary = summarize_checked(net.float(), shape, name, user, fix=INSPECT_FIX)
     dtype = torch.float64 if exact else torch.float32
     linear = linear_copy(net)
     inputs = [x.detach().to(dtype).clone().requires_grad_(True) for _ in range(2)]
@@ -460,20 +470,6 @@ def inspect_network(
         kernels = calls[first_conv].module.weight.detach().float().cpu().numpy()
         kernels_layer = summary.layers[first_conv].name
     return NetworkView(summary, views, kernels, kernels_layer, _probabilities(output), exact)
-
-
-def _summarize(model: nn.Module, shape: tuple[int, ...], name: str, user: bool) -> Summary:
-    """summarize(), a failing forward() of a user's model becoming one line naming it."""
-    # A registered model failing on anything but a shape mismatch is a bug: its traceback stays.
-    expected = Exception if user else RuntimeError
-    try:
-        return summarize(model, shape)
-    except expected as e:
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        raise MnistlabError(
-            f"model {name!r} fails on one image [1, {', '.join(map(str, shape))}] ({reason}); "
-            "inspect runs it on the dataset's images: fix its forward() to take them"
-        ) from e
 
 
 def _check_unit(unit: object, picked: tuple[int, int, int], view: LayerView) -> tuple[int, int]:

@@ -838,9 +838,11 @@ def summarize_checked(
     name: str,
     user: bool = True,
     option: str = "--input",
+    fix: str | None = None,
 ) -> Summary:
     """summarize(), a failing forward() of a user's model becoming a one-line error naming
-    `name` (the traceback stays on the error's __cause__)."""
+    `name` and `fix` (default: another shape, given by `option`; the traceback stays on the
+    error's __cause__)."""
     # A user's forward() failing is their input; a registered model failing on anything but
     # a shape mismatch (a RuntimeError) is a bug here and keeps its traceback.
     expected = Exception if user else RuntimeError
@@ -848,7 +850,8 @@ def summarize_checked(
         return summarize(model, input_shape)
     except expected as e:
         reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        fix = fix or f"pass a shape it was built for with {option}, or fix its forward()"
         raise MnistlabError(
             f"model {name!r} fails on input shape {','.join(map(str, input_shape))} "
-            f"({reason}); pass a shape it was built for with {option}, or fix its forward()"
+            f"({reason}); {fix}"
         ) from e

@@ -619,6 +619,8 @@ def resumable(path: str | Path) -> Stopped:
     the run as it started (run.json) and trained (the checkpoint's copy of the config), and a
     checkpoint past the configured epochs.
     """
+    from mnistlab.models import recorded_outputs  # not for readers: they need no models
+
     path = existing_run_dir(path, "; nothing to resume")
     info = read_info(path)
     cfg = read_config(path)
@@ -649,15 +651,3 @@ def resumable(path: str | Path) -> Stopped:
         outputs=recorded_outputs(info),
         data_dir=info.get("data_dir"),
     )
-
-
-def recorded_outputs(meta: dict[str, Any]) -> str:
-    """What a run's (or model file's) network returns; runs from before the record: log_probs."""
-    from mnistlab.models import LOG_PROBS, OUTPUTS
-
-    outputs = meta.get("outputs") or LOG_PROBS
-    if outputs not in OUTPUTS:
-        raise MnistlabError(
-            f"outputs {outputs!r} recorded; the file is damaged or from a newer mnistlab"
-        )
-    return outputs

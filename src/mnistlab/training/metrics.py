@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnistlab.data.datasets import Loader
-from mnistlab.models import LOG_PROBS, LOGITS
+from mnistlab.models import LOG_PROBS, LOGITS, recorded_outputs
 
 
 def as_log_probs(output: torch.Tensor, outputs: str) -> torch.Tensor:
@@ -86,7 +86,7 @@ def evaluate_model(
     images, labels = load_split(spec.name, split == "train", data_dir, limit)
     mean, std = normalization(meta)
     loader = Loader(images, labels, batch_size, mean=mean, std=std, device=device)
-    log_probs = predict(model.to(device), loader, meta.get("outputs") or LOG_PROBS)
+    log_probs = predict(model.to(device), loader, recorded_outputs(meta))
     return summarize_predictions(log_probs, labels)
 
 
@@ -106,6 +106,7 @@ def evaluate_onnx(
     model = OnnxModel(path, threads)
     spec = get_spec(model.meta.get("dataset") or "mnist")
     images, labels = load_split(spec.name, split == "train", data_dir, limit)
-    probs = model.probabilities(images.numpy().astype("float32") / 255, batch_size)
-    log_probs = torch.from_numpy(probs).clamp_min(1e-45).log()
+    log_probs = torch.from_numpy(
+        model.log_probabilities(images.numpy().astype("float32") / 255, batch_size)
+    )
     return {**summarize_predictions(log_probs, labels), "classes": list(spec.classes)}
