@@ -186,7 +186,7 @@ def test_a_paused_worker_finds_its_trial_failed_and_goes_on(data_dir, tmp_path, 
     """A worker paused (SIGSTOP) past 3 heartbeats has its trial failed by the other worker,
     which runs the study to its end; resumed, it says so in one line, leaves the trial's run
     directory as a failed trial's (no checkpoint, no model) and exits cleanly."""
-    space, runs = write_space(tmp_path, epochs=4), tmp_path / "runs"
+    space, runs = write_space(tmp_path, epochs=12), tmp_path / "runs"
     study = f"space-{os.getpid()}-{time.monotonic_ns()}"
     storage = postgres_url
     common = ["--storage", storage, "--study", study, "--trials", "2", "--heartbeat", "1"]
@@ -196,6 +196,16 @@ def test_a_paused_worker_finds_its_trial_failed_and_goes_on(data_dir, tmp_path, 
         a.wait_for_line("worker 0 (")  # it asks for its trial next, long before B can
         b = Worker(search_command(space, runs, data_dir, *common))
         wait_for_first_epoch(runs / study / "trial-0", a)
+        # Paused while training, not inside its write of the epoch's value: a worker stopped
+        # mid-transaction holds the trial's row lock, and the other would wait on it.
+        wait_until(
+            lambda: (
+                optuna.load_study(study_name=study, storage=storage)
+                .get_trials(deepcopy=False)[0]
+                .intermediate_values
+            ),
+            f"trial 0's first value: {a.report()}",
+        )
         a.proc.send_signal(signal.SIGSTOP)
         assert b.finish(timeout=120) == 0, b.report()
         assert any(line.startswith("trial 0: failed, lost with its worker") for line in b.lines)
